@@ -1,0 +1,17 @@
+"""FlashVID: training-free compression of the visual tokens of video LLMs.
+
+>>> import flashvid
+>>> out = flashvid.compress(tokens, cls_attn)            # tokens [F, N, D], cls_attn [F, N]
+>>> out.tokens, out.indices                               # [V, D], [V] global positions
+"""
+
+from .compress import compress
+from .config import Budget, FlashVIDConfig
+from .types import KIND_ADTS, KIND_CLUSTER, KIND_NAMES, KIND_ROOT, CompressedVideo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Budget", "CompressedVideo", "FlashVIDConfig", "KIND_ADTS", "KIND_CLUSTER", "KIND_NAMES",
+    "KIND_ROOT", "compress", "__version__",
+]

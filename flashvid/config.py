@@ -1,0 +1,174 @@
+"""FlashVID configuration: one frozen, validated dataclass plus the published per-model presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+SELECTIONS = ("adts", "adts_v1", "attention", "diversity")
+AGGREGATIONS = ("official", "mean")
+BACKENDS = ("auto", "reference", "torch", "triton")
+
+
+class Budget(NamedTuple):
+    """Per-frame token budget of the vision side (SPEC §4).
+
+    ``total`` = min(N, ceil(N * retention_ratio * expansion)), ``adts`` = ceil(total * alpha),
+    ``merge`` = total - adts (target merged tokens per frame).
+    """
+
+    total: int
+    adts: int
+    merge: int
+
+
+@dataclass(frozen=True)
+class FlashVIDConfig:
+    """All FlashVID hyper-parameters. Defaults are the published LLaVA-OneVision setting.
+
+    Fields:
+        retention_ratio: layer-averaged visual-token retention r in (0, 1]. The vision side keeps
+            about ``expansion * r`` of the tokens (SPEC §5.3).
+        expansion: vision-side budget multiplier (> 0).
+        alpha: fraction of the per-frame budget given to ADTS, in [0, 1].
+        selection: "adts" (published attn_div_v2: attention x event relevance, no exclusion),
+            "adts_v1" (attn_div: attention only, excludes picked tokens), "attention" (top-k of
+            the importance), "diversity" (plain max-min diversity).
+        temporal_threshold: TSTM edge threshold in [-1, 1]; a token merges into its most similar
+            eligible token of the previous frame when the cosine similarity is strictly greater.
+            1.0 disables temporal merging (every remaining token is its own tree).
+        segment: run DySeg (dynamic segmentation); False treats the video as one segment.
+        segment_threshold: DySeg cut threshold in [-1, 1] (cut where frame similarity < it).
+        min_segments: minimum number of segments (>= 1), reached by complementary cuts.
+        complementary_segments: add the cuts needed to reach ``min_segments``.
+        spatial_merge: run the DPC-kNN spatial merge that enforces the budget; False keeps every
+            tree root (more tokens than the budget).
+        dpc_knn: the largest k of the DPC-kNN density (>= 1); published 7.
+        aggregation: "official" (published arithmetic: subtree sum / (1 + direct children)) or
+            "mean" (true tree mean).
+        dedupe: True removes the published duplicate positions (Q2/Q3): "adts" excludes picked
+            tokens, and single-frame segments cluster only the tokens ADTS did not keep.
+        pruning_layer: decoder layer K of the inner-LLM stage (>= 1).
+        llm_retention_ratio: fraction of visual tokens kept at layer K, in (0, 1].
+        backend: "auto" (triton on CUDA tensors, torch otherwise), "torch", "triton", "reference".
+    """
+
+    retention_ratio: float = 0.10
+    expansion: float = 1.25
+    alpha: float = 0.7
+    selection: str = "adts"
+    temporal_threshold: float = 0.8
+    segment: bool = True
+    segment_threshold: float = 0.9
+    min_segments: int = 8
+    complementary_segments: bool = True
+    spatial_merge: bool = True
+    dpc_knn: int = 7
+    aggregation: str = "official"
+    dedupe: bool = False
+    pruning_layer: int = 20
+    llm_retention_ratio: float = 0.3
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_real("retention_ratio", self.retention_ratio, 0.0, 1.0, low_open=True)
+        _check_real("expansion", self.expansion, 0.0, math.inf, low_open=True, high_open=True)
+        _check_real("alpha", self.alpha, 0.0, 1.0)
+        _check_real("temporal_threshold", self.temporal_threshold, -1.0, 1.0)
+        _check_real("segment_threshold", self.segment_threshold, -1.0, 1.0)
+        _check_real("llm_retention_ratio", self.llm_retention_ratio, 0.0, 1.0, low_open=True)
+        _check_int("min_segments", self.min_segments, 1)
+        _check_int("dpc_knn", self.dpc_knn, 1)
+        _check_int("pruning_layer", self.pruning_layer, 1)
+        for name in ("segment", "complementary_segments", "spatial_merge", "dedupe"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"FlashVIDConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        _check_choice("selection", self.selection, SELECTIONS)
+        _check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        _check_choice("backend", self.backend, BACKENDS)
+
+    # ------------------------------------------------------------------ derived quantities
+    def budget(self, tokens_per_frame: int) -> Budget:
+        """Per-frame budget for frames of ``tokens_per_frame`` tokens (SPEC §4).
+
+        Rounding follows the published code: Python floats, ``ceil(N * r * expansion)`` evaluated
+        left to right, then ``ceil(total * alpha)``. The total is clamped to N (the published code
+        fails when ``r * expansion > 1``).
+        """
+        n = int(tokens_per_frame)
+        if n < 1:
+            raise ValueError(f"tokens_per_frame must be >= 1, got {tokens_per_frame}")
+        total = min(n, math.ceil(n * self.retention_ratio * self.expansion))
+        adts = math.ceil(total * self.alpha)
+        return Budget(total, adts, total - adts)
+
+    def replace(self, **changes: Any) -> FlashVIDConfig:
+        """A copy with some fields changed (validated). Unknown names raise TypeError."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(
+                f"unknown FlashVIDConfig field(s) {unknown}; expected some of "
+                f"{[f.name for f in dataclasses.fields(self)]}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ presets (SPEC §12)
+    @classmethod
+    def llava_onevision(cls, **overrides: Any) -> FlashVIDConfig:
+        """LLaVA-OneVision (llava_ov.sh): attn_div_v2, 8 minimum segments, K=20, r_llm=0.3."""
+        return cls().replace(**overrides)
+
+    @classmethod
+    def llava_video(cls, **overrides: Any) -> FlashVIDConfig:
+        """LLaVA-Video (llava_vid.sh): same FlashVID settings as OneVision (64 frames, 169 tokens)."""
+        return cls().replace(**overrides)
+
+    @classmethod
+    def qwen2_5_vl(cls, **overrides: Any) -> FlashVIDConfig:
+        """Qwen2.5-VL (qwen2_5_vl.sh): attn_div (selection "adts_v1"), 4 minimum segments."""
+        return cls(selection="adts_v1", min_segments=4).replace(**overrides)
+
+    @classmethod
+    def qwen3_vl(cls, **overrides: Any) -> FlashVIDConfig:
+        """Qwen3-VL (qwen3_vl.sh): as Qwen2.5-VL, with pruning layer 28 and r_llm = 0.1."""
+        return cls(selection="adts_v1", min_segments=4, pruning_layer=28,
+                   llm_retention_ratio=0.1).replace(**overrides)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> FlashVIDConfig:
+        """A preset by name: llava_onevision, llava_video, qwen2_5_vl or qwen3_vl."""
+        key = name.replace("-", "_").replace(".", "_").lower()
+        factories = {"llava_onevision": cls.llava_onevision, "llava_ov": cls.llava_onevision,
+                     "llava_video": cls.llava_video, "qwen2_5_vl": cls.qwen2_5_vl,
+                     "qwen3_vl": cls.qwen3_vl}
+        if key not in factories:
+            raise ValueError(f"unknown preset {name!r}; expected one of "
+                             "'llava_onevision', 'llava_video', 'qwen2_5_vl', 'qwen3_vl'")
+        return factories[key](**overrides)
+
+
+def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"FlashVIDConfig.{name} must be a real number, got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"FlashVIDConfig.{name} must not be NaN")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"FlashVIDConfig.{name} must be in {lo}{low}, {high}{hi}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"FlashVIDConfig.{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"FlashVIDConfig.{name} must be >= {low}, got {value}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"FlashVIDConfig.{name} must be one of {list(choices)}, got {value!r}")

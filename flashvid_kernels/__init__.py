@@ -1,0 +1,1 @@
+"""Triton kernels of FlashVID (ADTS selection, TSTM edges). Never imports ``flashvid``."""
