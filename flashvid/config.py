@@ -84,7 +84,8 @@ class FlashVIDConfig:
         _check_int("pruning_layer", self.pruning_layer, 1)
         for name in ("segment", "complementary_segments", "spatial_merge", "dedupe"):
             if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"FlashVIDConfig.{name} must be a bool, got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"FlashVIDConfig.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("selection", self.selection, SELECTIONS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("backend", self.backend, BACKENDS)
@@ -122,7 +123,7 @@ class FlashVIDConfig:
 
     @classmethod
     def llava_video(cls, **overrides: Any) -> FlashVIDConfig:
-        """LLaVA-Video (llava_vid.sh): same FlashVID settings as OneVision (64 frames, 169 tokens)."""
+        """LLaVA-Video (llava_vid.sh): OneVision's FlashVID settings (64 frames of 169 tokens)."""
         return cls().replace(**overrides)
 
     @classmethod

@@ -52,7 +52,8 @@ def check_inputs(tokens: object, cls_attn: object) -> None:
     # One pass per tensor: aminmax propagates NaN, and +-inf shows up as a bound.
     lo, hi = torch.aminmax(tokens)
     a_lo, a_hi = torch.aminmax(cls_attn)
-    lo, hi, a_lo, a_hi = torch.stack([lo.double(), hi.double(), a_lo.double(), a_hi.double()]).tolist()
+    bounds = torch.stack([lo.double(), hi.double(), a_lo.double(), a_hi.double()])
+    lo, hi, a_lo, a_hi = bounds.tolist()  # one host synchronisation
     if not all(map(_finite, (lo, hi))):
         raise ValueError("tokens contain NaN or Inf; expected finite features")
     if not all(map(_finite, (a_lo, a_hi))):

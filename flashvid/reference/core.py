@@ -204,7 +204,8 @@ def segment_distances(values: list[torch.Tensor]) -> torch.Tensor:
     return dist.masked_fill(padding[:, None, :], math.inf)
 
 
-def dpc_knn(dist: torch.Tensor, nearest: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dpc_knn(dist: torch.Tensor, nearest: torch.Tensor,
+            clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """DPC-kNN on one frame (SPEC §8): ``dist`` [c, c], ``nearest`` [c, knn] ascending distances.
 
     Returns (assign [c], centres [clusters]): centres in descending score order, each point
@@ -223,7 +224,8 @@ def dpc_knn(dist: torch.Tensor, nearest: torch.Tensor, clusters: int) -> tuple[t
 
 
 # --------------------------------------------------------------------------- §4-§9 pipeline
-def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfig) -> CompressedVideo:
+def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
+             config: FlashVIDConfig) -> CompressedVideo:
     """The whole vision-side pipeline on one video (inputs already validated)."""
     frames, n, dim = tokens.shape
     device = tokens.device
