@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 SELECTIONS = ("adts", "adts_v1", "attention", "diversity")
 AGGREGATIONS = ("official", "mean")
+TEMPORAL_MERGES = ("tstm", "ttm")
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 
@@ -39,6 +40,9 @@ class FlashVIDConfig:
         temporal_threshold: TSTM edge threshold in [-1, 1]; a token merges into its most similar
             eligible token of the previous frame when the cosine similarity is strictly greater.
             1.0 disables temporal merging (every remaining token is its own tree).
+        temporal_merge: "tstm" (published: a token may merge into ANY eligible token of the
+            previous frame, so trees follow motion) or "ttm" (baseline: only into the token at the
+            same position, as temporal token merging does).
         segment: run DySeg (dynamic segmentation); False treats the video as one segment.
         segment_threshold: DySeg cut threshold in [-1, 1] (cut where frame similarity < it).
         min_segments: minimum number of segments (>= 1), reached by complementary cuts.
@@ -60,6 +64,7 @@ class FlashVIDConfig:
     alpha: float = 0.7
     selection: str = "adts"
     temporal_threshold: float = 0.8
+    temporal_merge: str = "tstm"
     segment: bool = True
     segment_threshold: float = 0.9
     min_segments: int = 8
@@ -88,6 +93,7 @@ class FlashVIDConfig:
                     f"FlashVIDConfig.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("selection", self.selection, SELECTIONS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        _check_choice("temporal_merge", self.temporal_merge, TEMPORAL_MERGES)
         _check_choice("backend", self.backend, BACKENDS)
 
     # ------------------------------------------------------------------ derived quantities

@@ -154,6 +154,29 @@ def test_temporal_threshold_one_disables_merging(backend):
     assert int((off.parents >= 0).sum()) == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ttm_merges_only_at_the_same_position(backend):
+    """A clip whose content moves by one token per frame (plus a static half): TSTM follows the
+    motion, TTM can only merge the static tokens."""
+    gen = torch.Generator().manual_seed(11)
+    base = torch.randn(49, DIM, generator=gen)
+    x = torch.stack([torch.cat([base[:25].roll(t, 0), base[25:]]) for t in range(9)])
+    x = (x + 0.05 * torch.randn(x.shape, generator=gen)).to(device())
+    a = torch.full((9, 49), 1 / 49, device=device())
+    cfg = flashvid.FlashVIDConfig(temporal_merge="ttm", segment=False, retention_ratio=0.2,
+                                  backend=backend)
+    ttm = flashvid.compress(x, a, cfg)
+    par = ttm.parents.reshape(-1)
+    merged = (par >= 0).nonzero().flatten()
+    assert merged.numel() > 0
+    assert torch.equal(par[merged], merged - 49)
+    assert bool((merged % 49 >= 25).all())  # only the static half merges
+    check_aggregation(ttm, x.reshape(-1, DIM))
+    tstm = flashvid.compress(x, a, cfg.replace(temporal_merge="tstm"))
+    moving = torch.arange(49 * 9, device=device()) % 49 < 25
+    assert int(((tstm.parents.reshape(-1) >= 0) & moving).sum()) > 0  # TSTM follows the motion
+
+
 def test_budget_formula_examples():
     """SPEC §4's table, including the float rounding of 169 * 0.2 * 1.25 = 42.25000000000001."""
     cfg = flashvid.FlashVIDConfig

@@ -116,17 +116,23 @@ def select(x: torch.Tensor, a: torch.Tensor, k: int, method: str,
 
 
 # --------------------------------------------------------------------------- §7 TSTM
-def tstm_edges(x: torch.Tensor, eligible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tstm_edges(x: torch.Tensor, eligible: torch.Tensor,
+               same_position: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """maxsim [F_s, N] and parent [F_s, N] (SPEC §7), in the input dtype.
 
     For t >= 1, token n's most cosine-similar eligible token of frame t-1 (first index on ties),
     with similarity -1 for ineligible tokens; frame 0 has maxsim -1 and parent -1.
+    ``same_position`` (the TTM baseline) only considers token n of frame t-1.
     """
     frames, n, _ = x.shape
     xh = unit_rows(x)
     maxsim = torch.full((frames, n), -1.0, dtype=x.dtype, device=x.device)
     parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
-    if frames > 1:
+    if frames > 1 and same_position:
+        sim = torch.sum(xh[1:] * xh[:-1], dim=-1)  # [F_s-1, N]
+        maxsim[1:] = torch.where(eligible[1:] & eligible[:-1], sim, -1.0)
+        parent[1:] = torch.arange(n, device=x.device)
+    elif frames > 1:
         sim = torch.bmm(xh[1:], xh[:-1].transpose(1, 2))  # [F_s-1, N(current), N(previous)]
         sim[~eligible[1:]] = -1.0
         sim.transpose(1, 2)[~eligible[:-1]] = -1.0
@@ -303,7 +309,7 @@ def _merge_segment(x: torch.Tensor, eligible: torch.Tensor, budget, config: Flas
         values = x
     else:
         if config.temporal_threshold < 1.0:
-            maxsim, parent = tstm_edges(x, eligible)
+            maxsim, parent = tstm_edges(x, eligible, config.temporal_merge == "ttm")
             merged, _ = tstm_merged(maxsim, config.temporal_threshold,
                                     (budget.adts + budget.merge) * length)
         else:  # temporal merging disabled: every token is its own tree
