@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from . import reference
+from . import pipeline, reference
 from .config import FlashVIDConfig
 from .types import CompressedVideo
 from .validation import check_inputs
@@ -37,13 +37,20 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
     backend = resolve_backend(cfg.backend, tokens)
     if backend == "reference":
         return reference.compress(tokens, cls_attn, cfg)
-    raise NotImplementedError(backend)  # pragma: no cover - resolve_backend filters
+    return pipeline.run(tokens, cls_attn, cfg, stage_ops(backend))[0]
+
+
+def stage_ops(backend: str) -> pipeline.StageOps:
+    """The heavy-stage implementation of a fast backend."""
+    if backend == "torch":
+        return pipeline.TorchOps()
+    raise ValueError(f"backend {backend!r} is not available yet")
 
 
 def resolve_backend(name: str, tokens: torch.Tensor) -> str:
-    """The backend that runs: "auto" falls back to the reference until faster ones exist."""
+    """The backend that runs: "auto" is triton on CUDA tensors and torch otherwise."""
     if name == "auto":
-        return "reference"
-    if name in ("torch", "triton"):
-        raise ValueError(f"backend {name!r} is not available yet; use 'reference' or 'auto'")
+        return "torch"
+    if name == "triton":
+        raise ValueError("backend 'triton' is not available yet; use 'torch' or 'reference'")
     return name

@@ -17,7 +17,7 @@ from helpers import FIXTURES, TOL, device, fixture_config, load_fixture
 import flashvid
 from flashvid import reference
 
-BACKENDS = ["reference"]
+BACKENDS = ["reference", "torch"]
 
 
 @functools.cache

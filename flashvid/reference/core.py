@@ -329,7 +329,9 @@ def _merge_segment(x: torch.Tensor, eligible: torch.Tensor, budget, config: Flas
     if not config.spatial_merge or ratio >= 1.0:
         for t, roots in enumerate(frame_roots):
             for i in roots.tolist():
-                row_of[gids[t, i]] = out.add(int(gids[t, i]), KIND_ROOT, values[t, i])
+                row = out.add(int(gids[t, i]), KIND_ROOT, values[t, i])
+                if eligible[t, i]:  # Q3: an ADTS token stays represented by its ADTS row
+                    row_of[gids[t, i]] = row
     else:
         frame_values = [values[t][frame_roots[t]] for t in range(length)]
         dist = segment_distances(frame_values)

@@ -1,0 +1,365 @@
+"""The fast FlashVID pipeline: segment -> select -> edges -> trees -> spatial merge -> assemble.
+
+Everything is batched over frames (and over videos: a batch is a flat frame list whose segments
+never cross a video boundary). The two heavy stages, ADTS selection and TSTM edges, come from a
+:class:`StageOps` implementation: :class:`TorchOps` (batched PyTorch, the CPU path) or the Triton
+kernels (``flashvid.triton_ops``). There are no per-token or per-frame Python loops; the host
+synchronises only where output sizes depend on the data (segment cuts, the rare soft-threshold
+check, the per-frame DPC sizes, the output size).
+
+Arithmetic: ADTS, TSTM and DPC run in float32 (float64 for float64 input), whatever the input
+dtype; merged tokens are cast back to the input dtype; ADTS tokens are copied bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import FlashVIDConfig
+from .reference import work_dtype
+from .spatial import CDIST_MM_ROWS, dpc_knn_frames
+from .trees import aggregate_trees, tree_roots
+from .types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """x / ||x||_2 over the last dim (zero rows stay zero)."""
+    return x / x.norm(p=2, dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+# --------------------------------------------------------------------------- stage interface
+class StageOps:
+    """The two heavy stages. Implementations must agree with flashvid.reference on float32."""
+
+    name = "abstract"
+
+    def select(self, x: torch.Tensor, weights: torch.Tensor | None,
+               event_mean: torch.Tensor | None, k: int, exclude: bool,
+               fill: float) -> torch.Tensor:
+        """[F, k] int64 sorted local indices: greedy max-min selection in every frame.
+
+        D'(i, j) = (1 - cos(x_i, x_j)) * weights[f, j] * <x_j, event_mean[f]> (each factor only
+        when given, applied in that order); first pick = argmax_j of column j's second-smallest
+        value, then k-1 steps of argmax of the running minimum (ties to the lowest index);
+        ``exclude`` scores picked tokens ``fill``.
+        """
+        raise NotImplementedError
+
+    def edges(self, x: torch.Tensor, eligible: torch.Tensor,
+              starts: list[int], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(maxsim [F, N] work dtype, parent [F, N] int64): for each eligible token of a frame
+        that is not a segment start, the most cosine-similar eligible token of the previous frame
+        (first index on ties); maxsim = -1 and parent = -1 elsewhere."""
+        raise NotImplementedError
+
+
+class TorchOps(StageOps):
+    """Batched PyTorch stages: one bmm for all frames' Grams, one per segment for the edges."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        self._unit: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        if self._unit is None or self._unit[0] is not x:
+            self._unit = (x, unit_rows(x.to(work_dtype(x.dtype))))
+        return self._unit[1]
+
+    def select(self, x, weights, event_mean, k, exclude, fill):
+        frames, n, _ = x.shape
+        xh = self.unit(x)
+        dist = 1.0 - torch.bmm(xh, xh.transpose(1, 2))  # [F, N(picked), N(candidate)]
+        if weights is not None:
+            dist = dist * weights[:, None, :]
+        if event_mean is not None:
+            event = torch.bmm(x.to(xh.dtype), event_mean[:, :, None])[:, :, 0]  # [F, N]
+            dist = dist * event[:, None, :]
+        rows = torch.arange(frames, device=x.device)
+        if n >= 2:
+            first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
+        else:
+            first = torch.zeros(frames, dtype=torch.long, device=x.device)
+        picks = [first]
+        running = dist[rows, first]  # [F, N] min over picked rows
+        chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
+        chosen[rows, first] = True
+        for _ in range(k - 1):
+            score = running.masked_fill(chosen, fill) if exclude else running
+            j = score.argmax(dim=-1)
+            picks.append(j)
+            chosen[rows, j] = True
+            running = torch.minimum(running, dist[rows, j])
+        return torch.stack(picks, dim=1).sort(dim=1).values
+
+    def edges(self, x, eligible, starts, lengths):
+        frames, n, _ = x.shape
+        xh = self.unit(x)
+        maxsim = torch.full((frames, n), -1.0, dtype=xh.dtype, device=x.device)
+        parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
+        for s, length in zip(starts, lengths):
+            if length < 2:
+                continue
+            sim = torch.bmm(xh[s + 1 : s + length], xh[s : s + length - 1].transpose(1, 2))
+            sim.masked_fill_(~eligible[s : s + length - 1, None, :], -1.0)
+            best, arg = sim.max(dim=-1)
+            rows = eligible[s + 1 : s + length]
+            maxsim[s + 1 : s + length] = torch.where(rows, best, -1.0)
+            parent[s + 1 : s + length] = torch.where(rows, arg, -1)
+        return maxsim, parent
+
+
+# --------------------------------------------------------------------------- DySeg
+def segment_lengths(x: torch.Tensor, video_frames: list[int], cfg: FlashVIDConfig) -> list[int]:
+    """DySeg (SPEC §5) for each video of a flat frame list, with one host synchronisation.
+
+    Same rule as ``flashvid.reference.dyseg``, computed in the work dtype.
+    """
+    if not cfg.segment:
+        return list(video_frames)
+    g = unit_rows(x.mean(dim=1, dtype=work_dtype(x.dtype)))  # [F, D]
+    sim = torch.sum(g[:-1] * g[1:], dim=-1)  # [F-1], pairs across videos are ignored below
+    order = torch.sort(torch.where(sim < cfg.segment_threshold, 1.0, sim), stable=True).indices
+    sim_list, order_list = sim.tolist(), order.tolist()
+    lengths: list[int] = []
+    start = 0
+    for frames in video_frames:
+        pairs = range(start, start + frames - 1)
+        cuts = {t - start for t in pairs if sim_list[t] < cfg.segment_threshold}
+        missing = cfg.min_segments - (len(cuts) + 1)
+        if cfg.complementary_segments and missing > 0 and frames > 1:
+            ranked = [t - start for t in order_list if start <= t < start + frames - 1]
+            cuts.update(ranked[: min(missing, frames - 1)])
+        bounds = [-1, *sorted(cuts), frames - 1]
+        lengths += [b - a for a, b in zip(bounds, bounds[1:]) if b > a]
+        start += frames
+    return lengths
+
+
+# --------------------------------------------------------------------------- the pipeline
+@dataclass
+class _Segments:
+    lengths: list[int]
+    starts: list[int]
+    of_frame: torch.Tensor  # [F] segment id of each frame
+    length_of_frame: torch.Tensor  # [F]
+
+
+def _segments(lengths: list[int], device: torch.device) -> _Segments:
+    starts = [0]
+    for length in lengths[:-1]:
+        starts.append(starts[-1] + length)
+    lens = torch.tensor(lengths, device=device)
+    of_frame = torch.repeat_interleave(torch.arange(len(lengths), device=device), lens)
+    return _Segments(lengths, starts, of_frame, lens[of_frame])
+
+
+def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
+        video_frames: list[int] | None = None) -> list[CompressedVideo]:
+    """Compress the videos of a flat frame list x [F, N, D], a [F, N] (validated inputs).
+
+    ``video_frames`` splits the F frames into videos (default: one video).
+    """
+    frames, n, dim = x.shape
+    device = x.device
+    video_frames = video_frames or [frames]
+    budget = cfg.budget(n)
+    seg = _segments(segment_lengths(x, video_frames, cfg), device)
+
+    # ADTS (SPEC §6)
+    picked = _select(x, a, cfg, ops, seg, budget.adts)  # [F, k]
+    eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
+    eligible.scatter_(1, picked, False)
+    gid = torch.arange(frames * n, device=device).view(frames, n)
+    adts_gid = (gid.gather(1, picked)).reshape(-1)
+
+    parent_g = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    rows_gid, rows_kind = [adts_gid], [torch.zeros_like(adts_gid)]
+    rows_value = [x.reshape(-1, dim)[adts_gid]]
+    represented_by = None  # [M] pre-sort row of each non-ADTS token's representative
+    if budget.merge > 0:
+        merge = _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, adts_gid.numel())
+        rows_gid += merge.gid
+        rows_kind += merge.kind
+        rows_value += merge.value
+        represented_by = merge.represented_by
+
+    # assembly (SPEC §9): sort by position, ADTS rows first among duplicates (stable)
+    all_gid = torch.cat(rows_gid)
+    all_kind = torch.cat(rows_kind)
+    all_value = torch.cat([v.to(x.dtype) for v in rows_value])
+    order = torch.sort(all_gid * 2 + (all_kind != KIND_ADTS), stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device)
+    pre = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    pre.scatter_reduce_(0, adts_gid, torch.arange(adts_gid.numel(), device=device), "amin",
+                        include_self=False)
+    if represented_by is not None:
+        pre = torch.where(pre >= 0, pre, represented_by)
+    source = torch.where(pre >= 0, rank[pre.clamp_min(0)], -1)
+    out_gid, out_kind, out_value = all_gid[order], all_kind[order].to(torch.int8), all_value[order]
+    return _split(out_gid, out_kind, out_value, source.view(frames, n), parent_g.view(frames, n),
+                  seg.lengths, video_frames, n, budget, cfg)
+
+
+def _select(x, a, cfg, ops, seg, k):
+    frames, n, _ = x.shape
+    if k == 0:
+        return torch.zeros(frames, 0, dtype=torch.long, device=x.device)
+    if cfg.selection == "attention":
+        order = torch.sort(a, dim=-1, descending=True, stable=True).indices
+        return order[:, :k].sort(dim=-1).values
+    wd = work_dtype(x.dtype)
+    weights = a.to(wd) * 1e6 if cfg.selection in ("adts", "adts_v1") else None
+    event_mean = None
+    if cfg.selection == "adts":  # mu_S: mean over all tokens of the segment (per frame, [F, D])
+        frame_means = x.mean(dim=1, dtype=wd)
+        sums = torch.zeros(len(seg.lengths), x.shape[2], dtype=wd, device=x.device)
+        sums.index_add_(0, seg.of_frame, frame_means)
+        event_mean = (sums / torch.tensor(seg.lengths, device=x.device, dtype=wd)[:, None])[
+            seg.of_frame]
+    exclude = cfg.dedupe or cfg.selection in ("adts_v1", "diversity")
+    fill = -math.inf if cfg.dedupe else -1.0
+    return ops.select(x, weights, event_mean, k, exclude, fill)
+
+
+@dataclass
+class _Merged:
+    gid: list[torch.Tensor]
+    kind: list[torch.Tensor]
+    value: list[torch.Tensor]
+    represented_by: torch.Tensor
+
+
+def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Merged:
+    """TSTM (SPEC §7) and the spatial merge (§8) of all segments at once."""
+    frames, n, dim = x.shape
+    device = x.device
+    single = seg.length_of_frame == 1  # [F] frames of single-frame segments (quirk Q3)
+    if cfg.temporal_threshold < 1.0 and any(length > 1 for length in seg.lengths):
+        if cfg.temporal_merge == "ttm":
+            maxsim, parent = _same_position_edges(x, eligible, seg)
+        else:
+            maxsim, parent = ops.edges(x, eligible, seg.starts, seg.lengths)
+        merged = _merged(maxsim, cfg.temporal_threshold, seg, budget.adts + budget.merge)
+    else:
+        merged = torch.zeros(frames, n, dtype=torch.bool, device=device)
+        parent = torch.full((frames, n), -1, dtype=torch.long, device=device)
+    prev_gid = (gid - n).clamp_min(0)
+    parent_g.copy_(torch.where(merged, prev_gid.gather(1, parent.clamp_min(0)), -1).view(-1))
+    root = tree_roots(parent_g, max(seg.lengths) - 1)
+
+    # the tokens the spatial merge works on: tree roots outside ADTS; all tokens of a
+    # single-frame segment (Q3) unless dedupe
+    candidates = ~merged & eligible
+    if not cfg.dedupe:
+        candidates = candidates | single[:, None]
+    counts = candidates.sum(dim=1)
+    target_gid = gid[candidates]  # [C] ordered by frame, then position
+    wd = work_dtype(x.dtype)
+    values = aggregate_trees(x.reshape(-1, dim).to(wd), root, parent_g, target_gid,
+                             cfg.aggregation)
+
+    counts_list = counts.tolist()  # host synchronisation: per-frame sizes
+    clusters, matmul_path, keep = [], [], []
+    for start, length in zip(seg.starts, seg.lengths):
+        c = counts_list[start : start + length]
+        total = sum(c)
+        ratio = budget.merge * length / total if total else math.inf
+        cluster = cfg.spatial_merge and ratio < 1.0
+        clusters += [math.ceil(ct * ratio) if cluster else 0 for ct in c]
+        keep += [not cluster] * length
+        matmul_path += [max(c) > CDIST_MM_ROWS] * length
+
+    # rows kept as-is (kind 1): every candidate of a frame that is not clustered
+    row_of_target = torch.full((target_gid.numel(),), -1, dtype=torch.long, device=device)
+    keep_rows = torch.tensor(keep, device=device).repeat_interleave(counts)  # [C]
+    kept = keep_rows.nonzero().flatten()
+    row_of_target[kept] = first_row + torch.arange(kept.numel(), device=device)
+    gids, kinds, vals = [target_gid[kept]], [torch.full_like(kept, KIND_ROOT)], [values[kept]]
+
+    if any(clusters):
+        assign, centres = dpc_knn_frames(values, counts_list, clusters, matmul_path, cfg.dpc_knn)
+        in_dpc = assign >= 0
+        num = centres.numel()
+        sums = torch.zeros(num, dim, dtype=values.dtype, device=device)
+        sums.index_add_(0, assign[in_dpc], values[in_dpc])
+        sizes = torch.bincount(assign[in_dpc], minlength=num).to(values.dtype)
+        cluster_row = first_row + kept.numel() + torch.arange(num, device=device)
+        row_of_target[in_dpc] = cluster_row[assign[in_dpc]]
+        gids.append(target_gid[centres])
+        kinds.append(torch.full_like(centres, KIND_CLUSTER))
+        vals.append(sums / sizes[:, None])
+
+    # representative row of every token: its tree root's row (ADTS tokens are set by the caller,
+    # which is also why Q3's ADTS candidates are skipped here)
+    represented_by = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    is_target_eligible = eligible.reshape(-1)[target_gid]
+    represented_by[target_gid[is_target_eligible]] = row_of_target[is_target_eligible]
+    members = eligible.reshape(-1) & (root != torch.arange(frames * n, device=device))
+    represented_by[members] = represented_by[root[members]]
+    return _Merged(gids, kinds, vals, represented_by)
+
+
+def _same_position_edges(x, eligible, seg):
+    """TTM baseline edges: token n of frame t may only merge into token n of frame t-1."""
+    xh = unit_rows(x.to(work_dtype(x.dtype)))
+    frames, n, _ = x.shape
+    sim = torch.sum(xh[1:] * xh[:-1], dim=-1)  # [F-1, N]
+    ok = eligible[1:] & eligible[:-1] & (seg.of_frame[1:] == seg.of_frame[:-1])[:, None]
+    maxsim = torch.full((frames, n), -1.0, dtype=xh.dtype, device=x.device)
+    parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
+    maxsim[1:] = torch.where(ok, sim, -1.0)
+    parent[1:] = torch.where(ok, torch.arange(n, device=x.device), -1)
+    return maxsim, parent
+
+
+def _merged(maxsim, threshold, seg, per_frame_budget):
+    """merged = maxsim > threshold, with the per-segment soft threshold of SPEC §7."""
+    frames, n = maxsim.shape
+    merged = maxsim > threshold
+    retained = torch.zeros(len(seg.lengths), dtype=torch.long, device=maxsim.device)
+    retained.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
+    lower = torch.tensor(seg.lengths, device=maxsim.device) * per_frame_budget
+    short = (retained < lower).nonzero().flatten().tolist()  # host sync; usually empty
+    for s in short:
+        a, length = seg.starts[s], seg.lengths[s]
+        k = length * n - int(lower[s])
+        block = maxsim[a : a + length]
+        if k <= 0:
+            merged[a : a + length] = False
+            continue
+        soft = float(torch.topk(block.flatten(), k).values[-1])
+        merged[a : a + length] = block > max(soft, -1.0 + 1e-6)
+    return merged
+
+
+def _split(gid, kind, value, source, parents, lengths, video_frames, n, budget, cfg):
+    """One CompressedVideo per video of the flat frame list."""
+    if len(video_frames) == 1:
+        return [CompressedVideo(value, gid, kind, source, torch.tensor(lengths, device=gid.device),
+                                parents, budget, cfg)]
+    out = []
+    bounds = torch.tensor([0, *video_frames], device=gid.device).cumsum(0) * n
+    cuts = torch.searchsorted(gid, bounds).tolist()
+    seg_start, frame_start = 0, 0
+    for v, frames in enumerate(video_frames):
+        a, b = cuts[v], cuts[v + 1]
+        segs, acc = [], 0
+        while acc < frames:
+            segs.append(lengths[seg_start])
+            acc += lengths[seg_start]
+            seg_start += 1
+        src = source[frame_start : frame_start + frames]
+        par = parents[frame_start : frame_start + frames]
+        out.append(CompressedVideo(
+            tokens=value[a:b], indices=gid[a:b] - frame_start * n, kinds=kind[a:b],
+            source=torch.where(src >= 0, src - a, -1),
+            segment_lengths=torch.tensor(segs, device=gid.device),
+            parents=torch.where(par >= 0, par - frame_start * n, -1),
+            budget=budget, config=cfg))
+        frame_start += frames
+    return out

@@ -1,0 +1,47 @@
+"""TSTM forests without per-token loops: roots by pointer jumping, tree aggregation by index_add_.
+
+Tokens are addressed by their flat global position g = t*N + n over the whole (batched) frame list.
+``parent[g]`` is the position of the previous-frame token g merged into, or -1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def tree_roots(parent: torch.Tensor, max_depth: int) -> torch.Tensor:
+    """[M] root of each token: follow ``parent`` ([M] int64, -1 = root) to the first root.
+
+    Pointer jumping doubles the distance covered per step, so ceil(log2(max_depth + 1)) steps
+    suffice for trees at most ``max_depth`` edges deep (a tree spans at most a segment's frames).
+    No host synchronisation.
+    """
+    root = torch.where(parent >= 0, parent, torch.arange(parent.numel(), device=parent.device))
+    for _ in range(math.ceil(math.log2(max_depth + 1))):
+        root = root[root]
+    return root
+
+
+def aggregate_trees(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
+                    targets: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """[C, D] values of the trees rooted at ``targets`` ([C] positions), from tokens ``x`` [M, D].
+
+    ``official`` (published, quirk Q1): subtree sum / (1 + direct children of the root);
+    ``mean``: the true tree mean. Accumulates in ``x``'s dtype (the caller passes float32 or
+    float64 features). Tokens whose root is not a target are ignored.
+    """
+    count = targets.numel()
+    slot = torch.full((x.shape[0],), count, dtype=torch.long, device=x.device)
+    slot[targets] = torch.arange(count, device=x.device)
+    member_slot = slot[root]  # [M]; `count` is a discard row for tokens outside the targets
+    sums = torch.zeros(count + 1, x.shape[1], dtype=x.dtype, device=x.device)
+    sums.index_add_(0, member_slot, x)
+    if aggregation == "official":
+        merged = parent >= 0
+        children = torch.bincount(parent[merged], minlength=x.shape[0])
+        denom = 1 + children[targets]
+    else:
+        denom = torch.bincount(member_slot, minlength=count + 1)[:count]
+    return sums[:count] / denom.to(x.dtype).unsqueeze(-1)

@@ -1,0 +1,77 @@
+"""The fast backends give the reference's answer on random videos (indices exactly, values within
+the tolerance table); half-precision inputs agree with the reference run on the same rounded
+values in float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TOL, random_video
+
+import flashvid
+
+FAST = ["torch"]
+CASES = [
+    # (frames, n, dim, config overrides)
+    (12, 196, 64, {}),
+    (9, 169, 48, {"retention_ratio": 0.15, "aggregation": "mean"}),
+    (8, 266, 32, {"selection": "adts_v1", "min_segments": 4}),
+    (7, 49, 16, {"selection": "attention", "retention_ratio": 0.25}),
+    (6, 50, 24, {"selection": "diversity", "dedupe": True}),
+    (10, 64, 16, {"segment": False, "retention_ratio": 0.3}),
+    (5, 37, 8, {"temporal_merge": "ttm", "retention_ratio": 0.4}),
+    (4, 30, 12, {"spatial_merge": False}),
+    (6, 20, 8, {"retention_ratio": 0.9, "temporal_threshold": 0.2}),  # soft threshold path
+    (3, 1, 4, {}),
+    (1, 7, 5, {"retention_ratio": 0.5}),
+    (33, 9, 3, {"alpha": 0.0, "retention_ratio": 0.5}),
+    (5, 12, 6, {"alpha": 1.0, "retention_ratio": 0.5}),
+    (6, 16, 1, {"retention_ratio": 0.5}),
+]
+
+
+def assert_same(got: flashvid.CompressedVideo, want: flashvid.CompressedVideo, dtype) -> None:
+    assert got.segment_lengths.tolist() == want.segment_lengths.tolist()
+    assert torch.equal(got.indices, want.indices)
+    assert torch.equal(got.kinds, want.kinds)
+    assert torch.equal(got.source, want.source)
+    assert torch.equal(got.parents, want.parents)
+    assert got.budget == want.budget
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got.tokens.double(), want.tokens.double(), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_backend_matches_reference_float32(backend, case):
+    frames, n, dim, overrides = CASES[case]
+    x, a = random_video(frames, n, dim, seed=100 + case)
+    want = flashvid.compress(x, a, backend="reference", **overrides)
+    got = flashvid.compress(x, a, backend=backend, **overrides)
+    assert_same(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", [0, 1, 2, 4])
+def test_half_inputs_match_reference_on_rounded_values(backend, dtype, case):
+    frames, n, dim, overrides = CASES[case]
+    x, a = random_video(frames, n, dim, seed=200 + case, dtype=dtype)
+    want = flashvid.compress(x.float(), a.float(), backend="reference", **overrides)
+    got = flashvid.compress(x, a, backend=backend, **overrides)
+    assert got.tokens.dtype == dtype
+    assert_same(got, want.__class__(**{**want.__dict__, "tokens": want.tokens.to(dtype)}), dtype)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_float64_input_matches_reference(backend):
+    x, a = random_video(6, 49, 16, seed=7, dtype=torch.float64)
+    assert_same(flashvid.compress(x, a, backend=backend),
+                flashvid.compress(x, a, backend="reference"), torch.float64)
+
+
+def test_auto_picks_torch_on_cpu_tensors():
+    from flashvid.compress import resolve_backend
+
+    x, _ = random_video(2, 4, 4, seed=0, dev=torch.device("cpu"))
+    assert resolve_backend("auto", x) == "torch"
