@@ -42,15 +42,35 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
 
 def stage_ops(backend: str) -> pipeline.StageOps:
     """The heavy-stage implementation of a fast backend."""
-    if backend == "torch":
-        return pipeline.TorchOps()
-    raise ValueError(f"backend {backend!r} is not available yet")
+    if backend == "triton":
+        from .triton_ops import TritonOps
+
+        return TritonOps()
+    return pipeline.TorchOps()
 
 
 def resolve_backend(name: str, tokens: torch.Tensor) -> str:
-    """The backend that runs: "auto" is triton on CUDA tensors and torch otherwise."""
+    """The backend that runs. "auto" is triton on CUDA tensors (float16/bfloat16/float32, up to
+    4096 tokens per frame, Triton installed) and torch otherwise."""
+    triton_ok, why = _triton_usable(tokens)
     if name == "auto":
-        return "torch"
-    if name == "triton":
-        raise ValueError("backend 'triton' is not available yet; use 'torch' or 'reference'")
+        return "triton" if triton_ok and tokens.is_cuda else "torch"
+    if name == "triton" and not triton_ok:
+        raise ValueError(f"backend 'triton' cannot run here: {why}")
     return name
+
+
+def _triton_usable(tokens: torch.Tensor) -> tuple[bool, str]:
+    try:
+        import flashvid_kernels
+    except ImportError as err:  # pragma: no cover - triton is a Linux dependency
+        return False, f"Triton is not installed ({err}); use backend='torch'"
+    if tokens.dtype == torch.float64:
+        return False, "the kernels take float16/bfloat16/float32 tokens; use backend='torch' " \
+                      "or 'reference' for float64"
+    if tokens.shape[1] > 4096:
+        return False, f"the kernels take at most 4096 tokens per frame, got {tokens.shape[1]}"
+    if not (tokens.is_cuda or flashvid_kernels.interpreting()):
+        return False, "the kernels need CUDA tensors (or TRITON_INTERPRET=1 on the CPU); " \
+                      "use backend='torch' on the CPU"
+    return True, ""

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TOL, random_video
+from helpers import TOL, device, random_video
 
 import flashvid
 
-FAST = ["torch"]
+FAST = ["torch", "triton"]
 CASES = [
     # (frames, n, dim, config overrides)
     (12, 196, 64, {}),
@@ -63,15 +63,20 @@ def test_half_inputs_match_reference_on_rounded_values(backend, dtype, case):
     assert_same(got, want.__class__(**{**want.__dict__, "tokens": want.tokens.to(dtype)}), dtype)
 
 
-@pytest.mark.parametrize("backend", FAST)
-def test_float64_input_matches_reference(backend):
+def test_float64_input_matches_reference():
     x, a = random_video(6, 49, 16, seed=7, dtype=torch.float64)
-    assert_same(flashvid.compress(x, a, backend=backend),
+    assert_same(flashvid.compress(x, a, backend="torch"),
                 flashvid.compress(x, a, backend="reference"), torch.float64)
+    with pytest.raises(ValueError, match="float16/bfloat16/float32 tokens; use backend='torch'"):
+        flashvid.compress(x, a, backend="triton")
 
 
-def test_auto_picks_torch_on_cpu_tensors():
+def test_auto_dispatch():
     from flashvid.compress import resolve_backend
 
     x, _ = random_video(2, 4, 4, seed=0, dev=torch.device("cpu"))
-    assert resolve_backend("auto", x) == "torch"
+    assert resolve_backend("auto", x) == "torch"  # CPU tensors: torch even under the interpreter
+    assert resolve_backend("auto", x.double()) == "torch"
+    if torch.cuda.is_available():
+        assert resolve_backend("auto", x.to(device())) == "triton"
+        assert resolve_backend("auto", x.to(device()).double()) == "torch"

@@ -17,7 +17,7 @@ from helpers import FIXTURES, TOL, device, fixture_config, load_fixture
 import flashvid
 from flashvid import reference
 
-BACKENDS = ["reference", "torch"]
+BACKENDS = ["reference", "torch", "triton"]
 
 
 @functools.cache

@@ -1,0 +1,40 @@
+"""The Triton backend's heavy stages: the kernels of ``flashvid_kernels`` behind StageOps."""
+
+from __future__ import annotations
+
+import torch
+
+from .pipeline import StageOps
+
+
+class TritonOps(StageOps):
+    """ADTS selection and TSTM edges from the Triton kernels; token norms computed once."""
+
+    name = "triton"
+
+    def __init__(self) -> None:
+        import flashvid_kernels
+
+        self.kernels = flashvid_kernels
+        self._norms: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _stats(self, x: torch.Tensor, event_mean: torch.Tensor | None):
+        norms, event = self.kernels.token_stats(x, event_mean)
+        self._norms = (x, norms)
+        return norms, event
+
+    def norms(self, x: torch.Tensor) -> torch.Tensor:
+        if self._norms is None or self._norms[0] is not x:
+            self._stats(x, None)
+        return self._norms[1]
+
+    def select(self, x, weights, event_mean, k, exclude, fill):
+        norms, event = self._stats(x, event_mean)
+        return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=event,
+                                        norms=norms)
+
+    def edges(self, x, eligible, starts, lengths):
+        start = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        start[torch.tensor(starts, device=x.device)] = True
+        parent, maxsim = self.kernels.tstm_edges(x, eligible, start, norms=self.norms(x))
+        return maxsim, parent.long()

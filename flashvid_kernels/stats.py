@@ -1,0 +1,74 @@
+"""Per-token statistics shared by the ADTS and TSTM kernels: norms and event relevance."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._runtime import block_d, block_tokens, check_input
+
+
+@triton.jit
+def _token_stats_kernel(
+    x_ptr, mu_ptr, norm_ptr, event_ptr,
+    N, D, stride_xf, stride_xn,
+    HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+):
+    """One pass over the tokens of a block of rows of one frame f:
+
+        norm[f, n]  = max(sqrt(sum_d x[f, n, d]^2), tiny)
+        event[f, n] = sum_d x[f, n, d] * mu[f, d]          (when HAS_MU)
+
+    in fp32, whatever the input dtype (cast right after the load).
+    """
+    i_f = tl.program_id(0).to(tl.int64)
+    i_n = tl.program_id(1)
+    o_n = i_n * BN + tl.arange(0, BN)
+    m_n = o_n < N
+    o_d = tl.arange(0, BD)
+    p_x = x_ptr + i_f * stride_xf + o_n[:, None].to(tl.int64) * stride_xn
+    b_ss = tl.zeros((BN,), dtype=tl.float32)
+    b_e = tl.zeros((BN,), dtype=tl.float32)
+    for d0 in range(0, D, BD):
+        m_d = (d0 + o_d) < D
+        b_x = tl.load(p_x + (d0 + o_d)[None, :], mask=m_n[:, None] & m_d[None, :],
+                      other=0.0).to(tl.float32)  # [BN, BD]
+        b_ss += tl.sum(b_x * b_x, axis=1)
+        if HAS_MU:
+            b_mu = tl.load(mu_ptr + i_f * D + d0 + o_d, mask=m_d, other=0.0).to(tl.float32)
+            b_e += tl.sum(b_x * b_mu[None, :], axis=1)
+    b_norm = tl.maximum(tl.sqrt(b_ss), 1.1754943508222875e-38)
+    tl.store(norm_ptr + i_f * N + o_n, b_norm, mask=m_n)
+    if HAS_MU:
+        tl.store(event_ptr + i_f * N + o_n, b_e, mask=m_n)
+
+
+def token_stats(x: torch.Tensor, event_mean: torch.Tensor | None = None, *,
+                out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Norms [F, N] fp32 and, given ``event_mean`` [F, D], event relevance <x, mu_f> [F, N] fp32.
+
+    x: [F, N, D] float16/bfloat16/float32 (CUDA, or CPU under TRITON_INTERPRET=1). ``out``: an
+    optional contiguous fp32 [F, N] buffer for the norms.
+    """
+    x = check_input("token_stats", x)
+    frames, n, dim = x.shape
+    norms = out if out is not None else torch.empty(frames, n, dtype=torch.float32,
+                                                    device=x.device)
+    if norms.shape != (frames, n) or norms.dtype != torch.float32 or not norms.is_contiguous():
+        raise ValueError(f"token_stats: out must be a contiguous float32 [{frames}, {n}] tensor")
+    event = None
+    mu = norms  # placeholder pointer when there is no event term
+    if event_mean is not None:
+        if tuple(event_mean.shape) != (frames, dim):
+            raise ValueError(f"token_stats: event_mean must be [{frames}, {dim}], got "
+                             f"{tuple(event_mean.shape)}")
+        mu = event_mean.to(device=x.device, dtype=torch.float32).contiguous()
+        event = torch.empty(frames, n, dtype=torch.float32, device=x.device)
+    bn = block_tokens(n)
+    _token_stats_kernel[(frames, triton.cdiv(n, bn))](
+        x, mu, norms, event if event is not None else norms,
+        n, dim, x.stride(0), x.stride(1),
+        HAS_MU=event_mean is not None, BN=bn, BD=block_d(dim),
+    )
+    return norms, event
