@@ -5,7 +5,7 @@
 >>> out.tokens, out.indices                               # [V, D], [V] global positions
 """
 
-from .compress import compress
+from .compress import compress, compress_batch
 from .config import Budget, FlashVIDConfig
 from .types import KIND_ADTS, KIND_CLUSTER, KIND_NAMES, KIND_ROOT, CompressedVideo
 
@@ -13,5 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Budget", "CompressedVideo", "FlashVIDConfig", "KIND_ADTS", "KIND_CLUSTER", "KIND_NAMES",
-    "KIND_ROOT", "compress", "__version__",
+    "KIND_ROOT", "compress", "compress_batch", "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,6 +39,55 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
     if backend == "reference":
         return reference.compress(tokens, cls_attn, cfg)
     return pipeline.run(tokens, cls_attn, cfg, stage_ops(backend))[0]
+
+
+def compress_batch(tokens: Sequence[torch.Tensor], cls_attn: Sequence[torch.Tensor],
+                   config: FlashVIDConfig | None = None,
+                   **overrides: Any) -> list[CompressedVideo]:
+    """Compress several videos in one call; returns one :class:`CompressedVideo` per video.
+
+    Videos may differ in frame count. Videos with the same tokens per frame, dim, dtype and
+    device run as one flat frame list (segments never cross videos), so the kernels launch once
+    for all of them. Each result equals ``compress`` on that video alone.
+
+    Args:
+        tokens: a sequence of [F_i, N_i, D_i] tensors.
+        cls_attn: a sequence of [F_i, N_i] importance tensors, one per video.
+    """
+    cfg = config if config is not None else FlashVIDConfig()
+    if not isinstance(cfg, FlashVIDConfig):
+        raise TypeError(f"config must be a FlashVIDConfig or None, got {type(cfg).__name__}")
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if isinstance(tokens, torch.Tensor) or isinstance(cls_attn, torch.Tensor):
+        raise TypeError("compress_batch takes sequences (lists) of per-video tensors; use "
+                        "compress for a single [F, N, D] video")
+    tokens, cls_attn = list(tokens), list(cls_attn)
+    if len(tokens) != len(cls_attn) or not tokens:
+        raise ValueError(f"compress_batch needs one cls_attn per video and at least one video, "
+                         f"got {len(tokens)} token tensors and {len(cls_attn)} cls_attn tensors")
+    for i, (x, a) in enumerate(zip(tokens, cls_attn)):
+        try:
+            check_inputs(x, a)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"video {i}: {err}") from None
+    results: list[CompressedVideo | None] = [None] * len(tokens)
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(tokens):
+        groups.setdefault((x.shape[1], x.shape[2], x.dtype, x.device), []).append(i)
+    for members in groups.values():
+        x0 = tokens[members[0]]
+        backend = resolve_backend(cfg.backend, x0)
+        if backend == "reference":
+            for i in members:
+                results[i] = reference.compress(tokens[i], cls_attn[i], cfg)
+            continue
+        x = torch.cat([tokens[i] for i in members]) if len(members) > 1 else x0
+        a = torch.cat([cls_attn[i] for i in members]) if len(members) > 1 else cls_attn[members[0]]
+        outs = pipeline.run(x, a, cfg, stage_ops(backend), [tokens[i].shape[0] for i in members])
+        for i, out in zip(members, outs):
+            results[i] = out
+    return results  # type: ignore[return-value]
 
 
 def stage_ops(backend: str) -> pipeline.StageOps:

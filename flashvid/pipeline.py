@@ -20,8 +20,8 @@ import torch
 
 from .config import FlashVIDConfig
 from .reference import work_dtype
-from .spatial import CDIST_MM_ROWS, dpc_knn_frames
-from .trees import aggregate_trees, tree_roots
+from .spatial import CDIST_MM_ROWS, dpc_knn_frames, to_device
+from .trees import aggregate_trees, compact, count_into, tree_roots
 from .types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
 
 
@@ -145,16 +145,17 @@ class _Segments:
     lengths: list[int]
     starts: list[int]
     of_frame: torch.Tensor  # [F] segment id of each frame
-    length_of_frame: torch.Tensor  # [F]
+    single: torch.Tensor  # [F] the frame is a single-frame segment
 
 
 def _segments(lengths: list[int], device: torch.device) -> _Segments:
     starts = [0]
     for length in lengths[:-1]:
         starts.append(starts[-1] + length)
-    lens = torch.tensor(lengths, device=device)
-    of_frame = torch.repeat_interleave(torch.arange(len(lengths), device=device), lens)
-    return _Segments(lengths, starts, of_frame, lens[of_frame])
+    of_frame, single = to_device(
+        [[s for s, length in enumerate(lengths) for _ in range(length)],
+         [int(length == 1) for length in lengths for _ in range(length)]], device)
+    return _Segments(lengths, starts, of_frame, single.bool())
 
 
 def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
@@ -167,25 +168,26 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     device = x.device
     video_frames = video_frames or [frames]
     budget = cfg.budget(n)
-    seg = _segments(segment_lengths(x, video_frames, cfg), device)
+    seg = _segments(segment_lengths(x, video_frames, cfg), device)  # host sync 1
 
     # ADTS (SPEC §6)
     picked = _select(x, a, cfg, ops, seg, budget.adts)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
     eligible.scatter_(1, picked, False)
     gid = torch.arange(frames * n, device=device).view(frames, n)
-    adts_gid = (gid.gather(1, picked)).reshape(-1)
-
+    adts_gid = gid.gather(1, picked).reshape(-1)  # [F*k], frame-major, sorted within frames
     parent_g = torch.full((frames * n,), -1, dtype=torch.long, device=device)
-    rows_gid, rows_kind = [adts_gid], [torch.zeros_like(adts_gid)]
+    rows_gid, rows_kind = [adts_gid], [torch.full_like(adts_gid, KIND_ADTS)]
     rows_value = [x.reshape(-1, dim)[adts_gid]]
-    represented_by = None  # [M] pre-sort row of each non-ADTS token's representative
+    rows_per_frame = [budget.adts] * frames
+    represented_by = None  # [F*N] pre-sort row of each token's tree representative
     if budget.merge > 0:
         merge = _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, adts_gid.numel())
         rows_gid += merge.gid
         rows_kind += merge.kind
         rows_value += merge.value
         represented_by = merge.represented_by
+        rows_per_frame = [r + m for r, m in zip(rows_per_frame, merge.rows_per_frame)]
 
     # assembly (SPEC §9): sort by position, ADTS rows first among duplicates (stable)
     all_gid = torch.cat(rows_gid)
@@ -194,15 +196,15 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     order = torch.sort(all_gid * 2 + (all_kind != KIND_ADTS), stable=True).indices
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=device)
-    pre = torch.full((frames * n,), -1, dtype=torch.long, device=device)
-    pre.scatter_reduce_(0, adts_gid, torch.arange(adts_gid.numel(), device=device), "amin",
-                        include_self=False)
+    pre = torch.full((frames * n,), order.numel(), dtype=torch.long, device=device)
+    pre.scatter_reduce_(0, adts_gid, torch.arange(adts_gid.numel(), device=device), "amin")
+    pre = torch.where(pre < order.numel(), pre, -1)  # the first ADTS row of a picked token
     if represented_by is not None:
         pre = torch.where(pre >= 0, pre, represented_by)
-    source = torch.where(pre >= 0, rank[pre.clamp_min(0)], -1)
-    out_gid, out_kind, out_value = all_gid[order], all_kind[order].to(torch.int8), all_value[order]
-    return _split(out_gid, out_kind, out_value, source.view(frames, n), parent_g.view(frames, n),
-                  seg.lengths, video_frames, n, budget, cfg)
+    source = torch.where(pre >= 0, rank[pre.clamp_min(0)], -1).view(frames, n)
+    out = (all_value[order], all_gid[order], all_kind[order].to(torch.int8), source,
+           parent_g.view(frames, n))
+    return _split(out, seg.lengths, video_frames, rows_per_frame, n, budget, cfg)
 
 
 def _select(x, a, cfg, ops, seg, k):
@@ -219,8 +221,8 @@ def _select(x, a, cfg, ops, seg, k):
         frame_means = x.mean(dim=1, dtype=wd)
         sums = torch.zeros(len(seg.lengths), x.shape[2], dtype=wd, device=x.device)
         sums.index_add_(0, seg.of_frame, frame_means)
-        event_mean = (sums / torch.tensor(seg.lengths, device=x.device, dtype=wd)[:, None])[
-            seg.of_frame]
+        sizes = count_into(seg.of_frame, len(seg.lengths), wd)
+        event_mean = (sums / sizes[:, None])[seg.of_frame]
     exclude = cfg.dedupe or cfg.selection in ("adts_v1", "diversity")
     fill = -math.inf if cfg.dedupe else -1.0
     return ops.select(x, weights, event_mean, k, exclude, fill)
@@ -232,19 +234,19 @@ class _Merged:
     kind: list[torch.Tensor]
     value: list[torch.Tensor]
     represented_by: torch.Tensor
+    rows_per_frame: list[int]
 
 
 def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Merged:
     """TSTM (SPEC §7) and the spatial merge (§8) of all segments at once."""
     frames, n, dim = x.shape
     device = x.device
-    single = seg.length_of_frame == 1  # [F] frames of single-frame segments (quirk Q3)
-    if cfg.temporal_threshold < 1.0 and any(length > 1 for length in seg.lengths):
+    if cfg.temporal_threshold < 1.0 and max(seg.lengths) > 1:
         if cfg.temporal_merge == "ttm":
             maxsim, parent = _same_position_edges(x, eligible, seg)
         else:
             maxsim, parent = ops.edges(x, eligible, seg.starts, seg.lengths)
-        merged = _merged(maxsim, cfg.temporal_threshold, seg, budget.adts + budget.merge)
+        merged = _merged(maxsim, cfg.temporal_threshold, seg, budget.total)  # host sync 2
     else:
         merged = torch.zeros(frames, n, dtype=torch.bool, device=device)
         parent = torch.full((frames, n), -1, dtype=torch.long, device=device)
@@ -256,52 +258,53 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
     # single-frame segment (Q3) unless dedupe
     candidates = ~merged & eligible
     if not cfg.dedupe:
-        candidates = candidates | single[:, None]
-    counts = candidates.sum(dim=1)
-    target_gid = gid[candidates]  # [C] ordered by frame, then position
+        candidates = candidates | seg.single[:, None]
+    counts = candidates.sum(dim=1).tolist()  # host sync 3: per-frame sizes
+    total = sum(counts)
+    target_gid = compact(candidates.reshape(-1), total)  # [C] by frame, then position
     wd = work_dtype(x.dtype)
     values = aggregate_trees(x.reshape(-1, dim).to(wd), root, parent_g, target_gid,
                              cfg.aggregation)
 
-    counts_list = counts.tolist()  # host synchronisation: per-frame sizes
     clusters, matmul_path, keep = [], [], []
     for start, length in zip(seg.starts, seg.lengths):
-        c = counts_list[start : start + length]
-        total = sum(c)
-        ratio = budget.merge * length / total if total else math.inf
+        c = counts[start : start + length]
+        ratio = budget.merge * length / sum(c) if sum(c) else math.inf
         cluster = cfg.spatial_merge and ratio < 1.0
         clusters += [math.ceil(ct * ratio) if cluster else 0 for ct in c]
         keep += [not cluster] * length
         matmul_path += [max(c) > CDIST_MM_ROWS] * length
+    kept_total = sum(c for c, k in zip(counts, keep) if k)
 
     # rows kept as-is (kind 1): every candidate of a frame that is not clustered
-    row_of_target = torch.full((target_gid.numel(),), -1, dtype=torch.long, device=device)
-    keep_rows = torch.tensor(keep, device=device).repeat_interleave(counts)  # [C]
-    kept = keep_rows.nonzero().flatten()
-    row_of_target[kept] = first_row + torch.arange(kept.numel(), device=device)
+    keep_frame, count_t = to_device([keep, counts], device)
+    keep_rows = keep_frame.bool().repeat_interleave(count_t, output_size=total)  # [C]
+    kept = compact(keep_rows, kept_total)
+    row_of_target = torch.full((total,), -1, dtype=torch.long, device=device)
+    row_of_target[kept] = first_row + torch.arange(kept_total, device=device)
     gids, kinds, vals = [target_gid[kept]], [torch.full_like(kept, KIND_ROOT)], [values[kept]]
 
     if any(clusters):
-        assign, centres = dpc_knn_frames(values, counts_list, clusters, matmul_path, cfg.dpc_knn)
-        in_dpc = assign >= 0
+        assign, centres = dpc_knn_frames(values, counts, clusters, matmul_path, cfg.dpc_knn)
+        in_dpc = compact(assign >= 0, total - kept_total)
         num = centres.numel()
         sums = torch.zeros(num, dim, dtype=values.dtype, device=device)
         sums.index_add_(0, assign[in_dpc], values[in_dpc])
-        sizes = torch.bincount(assign[in_dpc], minlength=num).to(values.dtype)
-        cluster_row = first_row + kept.numel() + torch.arange(num, device=device)
-        row_of_target[in_dpc] = cluster_row[assign[in_dpc]]
+        sizes = count_into(assign[in_dpc], num, values.dtype)
+        row_of_target[in_dpc] = first_row + kept_total + assign[in_dpc]
         gids.append(target_gid[centres])
         kinds.append(torch.full_like(centres, KIND_CLUSTER))
         vals.append(sums / sizes[:, None])
 
-    # representative row of every token: its tree root's row (ADTS tokens are set by the caller,
-    # which is also why Q3's ADTS candidates are skipped here)
+    # representative row of every non-ADTS token: its tree root's row (the caller sets the ADTS
+    # tokens, which is also why Q3's ADTS candidates get no row here)
+    flat_eligible = eligible.reshape(-1)
     represented_by = torch.full((frames * n,), -1, dtype=torch.long, device=device)
-    is_target_eligible = eligible.reshape(-1)[target_gid]
-    represented_by[target_gid[is_target_eligible]] = row_of_target[is_target_eligible]
-    members = eligible.reshape(-1) & (root != torch.arange(frames * n, device=device))
-    represented_by[members] = represented_by[root[members]]
-    return _Merged(gids, kinds, vals, represented_by)
+    represented_by[target_gid] = torch.where(flat_eligible[target_gid], row_of_target, -1)
+    members = flat_eligible & (root != torch.arange(frames * n, device=device))
+    represented_by = torch.where(members, represented_by[root], represented_by)
+    rows_per_frame = [c if k else cl for c, k, cl in zip(counts, keep, clusters)]
+    return _Merged(gids, kinds, vals, represented_by, rows_per_frame)
 
 
 def _same_position_edges(x, eligible, seg):
@@ -318,16 +321,20 @@ def _same_position_edges(x, eligible, seg):
 
 
 def _merged(maxsim, threshold, seg, per_frame_budget):
-    """merged = maxsim > threshold, with the per-segment soft threshold of SPEC §7."""
+    """merged = maxsim > threshold, with the per-segment soft threshold of SPEC §7.
+
+    One host synchronisation finds the segments that would keep fewer than
+    ``per_frame_budget * F_s`` tokens (usually none); only those take the top-k path.
+    """
     frames, n = maxsim.shape
     merged = maxsim > threshold
     retained = torch.zeros(len(seg.lengths), dtype=torch.long, device=maxsim.device)
     retained.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
-    lower = torch.tensor(seg.lengths, device=maxsim.device) * per_frame_budget
-    short = (retained < lower).nonzero().flatten().tolist()  # host sync; usually empty
+    lengths = torch.tensor(seg.lengths)
+    short = (retained.cpu() < lengths * per_frame_budget).nonzero().flatten().tolist()
     for s in short:
         a, length = seg.starts[s], seg.lengths[s]
-        k = length * n - int(lower[s])
+        k = length * (n - per_frame_budget)
         block = maxsim[a : a + length]
         if k <= 0:
             merged[a : a + length] = False
@@ -337,29 +344,25 @@ def _merged(maxsim, threshold, seg, per_frame_budget):
     return merged
 
 
-def _split(gid, kind, value, source, parents, lengths, video_frames, n, budget, cfg):
-    """One CompressedVideo per video of the flat frame list."""
-    if len(video_frames) == 1:
-        return [CompressedVideo(value, gid, kind, source, torch.tensor(lengths, device=gid.device),
-                                parents, budget, cfg)]
-    out = []
-    bounds = torch.tensor([0, *video_frames], device=gid.device).cumsum(0) * n
-    cuts = torch.searchsorted(gid, bounds).tolist()
-    seg_start, frame_start = 0, 0
-    for v, frames in enumerate(video_frames):
-        a, b = cuts[v], cuts[v + 1]
-        segs, acc = [], 0
-        while acc < frames:
-            segs.append(lengths[seg_start])
-            acc += lengths[seg_start]
-            seg_start += 1
-        src = source[frame_start : frame_start + frames]
-        par = parents[frame_start : frame_start + frames]
-        out.append(CompressedVideo(
-            tokens=value[a:b], indices=gid[a:b] - frame_start * n, kinds=kind[a:b],
-            source=torch.where(src >= 0, src - a, -1),
-            segment_lengths=torch.tensor(segs, device=gid.device),
-            parents=torch.where(par >= 0, par - frame_start * n, -1),
-            budget=budget, config=cfg))
-        frame_start += frames
-    return out
+def _split(out, lengths, video_frames, rows_per_frame, n, budget, cfg) -> list[CompressedVideo]:
+    """One CompressedVideo per video of the flat frame list (row ranges known on the host)."""
+    value, gid, kind, source, parents = out
+    device = gid.device
+    videos, frame0, row0, seg0 = [], 0, 0, 0
+    for frames in video_frames:
+        rows = sum(rows_per_frame[frame0 : frame0 + frames])
+        segs, covered = [], 0
+        while covered < frames:
+            segs.append(lengths[seg0])
+            covered += lengths[seg0]
+            seg0 += 1
+        src = source[frame0 : frame0 + frames]
+        par = parents[frame0 : frame0 + frames]
+        videos.append(CompressedVideo(
+            tokens=value[row0 : row0 + rows], indices=gid[row0 : row0 + rows] - frame0 * n,
+            kinds=kind[row0 : row0 + rows], source=torch.where(src >= 0, src - row0, -1),
+            segment_lengths=to_device([segs], device)[0],
+            parents=torch.where(par >= 0, par - frame0 * n, -1), budget=budget, config=cfg))
+        frame0 += frames
+        row0 += rows
+    return videos

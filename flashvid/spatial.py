@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from .trees import compact
+
 CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
 
 
@@ -32,6 +34,8 @@ def dpc_knn_frames(values: torch.Tensor, counts: list[int], clusters: list[int],
         (assign [C] int64: global cluster id of each token, -1 in frames left alone;
          centres [K] int64: row of ``values`` of each cluster's centre, K = sum(clusters),
          clusters of a frame in descending score order).
+
+    All sizes come from the host lists, so nothing here synchronises with the device.
     """
     device = values.device
     total, dim = values.shape
@@ -59,9 +63,10 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
                 assign, centres) -> None:
     device, dim = values.device, values.shape[1]
     g = len(frames)
-    c = torch.tensor([counts[t] for t in frames], device=device)
-    k = torch.tensor([clusters[t] for t in frames], device=device)
-    first_row = torch.tensor([row_offsets[t] for t in frames], device=device)
+    c, k, first_row, first_cluster, knn_tensor = to_device(
+        [[counts[t] for t in frames], [clusters[t] for t in frames],
+         [row_offsets[t] for t in frames], [cluster_offsets[t] for t in frames],
+         [min(clusters[t], knn) for t in frames]], device)
     pos = torch.arange(width, device=device)
     valid = pos[None, :] < c[:, None]  # [G, P]
     rows = (first_row[:, None] + pos[None, :]).clamp(max=values.shape[0] - 1)
@@ -74,10 +79,10 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
     knn_t = [min(clusters[t], knn) for t in frames]
     nearest = torch.topk(dist, max(knn_t), dim=-1, largest=False).values  # [G, P, kmax]
     density = torch.empty(g, width, dtype=dist.dtype, device=device)
-    knn_tensor = torch.tensor(knn_t, device=device)
     for kk in sorted(set(knn_t)):
-        sel = (knn_tensor == kk).nonzero().flatten()
-        density[sel] = torch.mean(-(nearest[sel, :, :kk] ** 2), dim=-1).exp()
+        sel = knn_tensor == kk
+        density = torch.where(sel[:, None],
+                              torch.mean(-(nearest[:, :, :kk] ** 2), dim=-1).exp(), density)
     i = pos[None, :].double()
     ramp = 1e-6 * (c[:, None].double() - 1 - i) / c[:, None].double()  # SPEC §8 tie ramp
     density = torch.where(valid, density + ramp.to(density.dtype), -1.0)
@@ -99,7 +104,17 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
     local.scatter_(1, slot, torch.arange(kmax, device=device).expand(g, kmax))
     local = local[:, :width]
 
-    first_cluster = torch.tensor([cluster_offsets[t] for t in frames], device=device)
-    assign[rows[valid]] = (first_cluster[:, None] + local)[valid]
-    centre_ids = (first_cluster[:, None] + torch.arange(kmax, device=device))[is_centre]
-    centres[centre_ids] = (first_row[:, None] + top)[is_centre]
+    members = compact(valid.flatten(), sum(counts[t] for t in frames))
+    assign[rows.flatten()[members]] = (first_cluster[:, None] + local).flatten()[members]
+    picked = compact(is_centre.flatten(), sum(clusters[t] for t in frames))
+    centre_ids = (first_cluster[:, None] + torch.arange(kmax, device=device)).flatten()[picked]
+    centres[centre_ids] = (first_row[:, None] + top).flatten()[picked]
+
+
+def to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:
+    """Small host lists as int64 device tensors, in one copy (pinned and asynchronous on CUDA,
+    so the host does not wait for the device)."""
+    host = torch.tensor(lists, dtype=torch.long)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return list(host.to(device, non_blocking=True).unbind(0))

@@ -1,7 +1,8 @@
 """TSTM forests without per-token loops: roots by pointer jumping, tree aggregation by index_add_.
 
 Tokens are addressed by their flat global position g = t*N + n over the whole (batched) frame list.
-``parent[g]`` is the position of the previous-frame token g merged into, or -1.
+``parent[g]`` is the position of the previous-frame token g merged into, or -1. Nothing here
+synchronises with the device.
 """
 
 from __future__ import annotations
@@ -38,10 +39,25 @@ def aggregate_trees(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
     member_slot = slot[root]  # [M]; `count` is a discard row for tokens outside the targets
     sums = torch.zeros(count + 1, x.shape[1], dtype=x.dtype, device=x.device)
     sums.index_add_(0, member_slot, x)
-    if aggregation == "official":
-        merged = parent >= 0
-        children = torch.bincount(parent[merged], minlength=x.shape[0])
-        denom = 1 + children[targets]
-    else:
-        denom = torch.bincount(member_slot, minlength=count + 1)[:count]
-    return sums[:count] / denom.to(x.dtype).unsqueeze(-1)
+    if aggregation == "official":  # 1 + direct children of each target
+        total = x.shape[0]
+        children = count_into(torch.where(parent >= 0, parent, total), total + 1, x.dtype)
+        denom = 1.0 + children[targets]
+    else:  # tree sizes
+        denom = count_into(member_slot, count + 1, x.dtype)[:count]
+    return sums[:count] / denom.unsqueeze(-1)
+
+
+def count_into(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """[size] how often each value occurs in ``index`` (a bincount that does not synchronise)."""
+    ones = torch.ones(index.shape, dtype=dtype, device=index.device)
+    return torch.zeros(size, dtype=dtype, device=index.device).index_add_(0, index, ones)
+
+
+def compact(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """[size] ascending positions of the True entries of a flat ``mask`` whose count the caller
+    already knows (``mask.nonzero()`` without the host synchronisation)."""
+    slot = torch.cumsum(mask, 0) - 1
+    out = torch.empty(size + 1, dtype=torch.long, device=mask.device)
+    out.scatter_(0, torch.where(mask, slot, size), torch.arange(mask.numel(), device=mask.device))
+    return out[:size]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .pipeline import StageOps
+from .spatial import to_device
 
 
 class TritonOps(StageOps):
@@ -35,6 +36,6 @@ class TritonOps(StageOps):
 
     def edges(self, x, eligible, starts, lengths):
         start = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        start[torch.tensor(starts, device=x.device)] = True
+        start[to_device([starts], x.device)[0]] = True
         parent, maxsim = self.kernels.tstm_edges(x, eligible, start, norms=self.norms(x))
         return maxsim, parent.long()

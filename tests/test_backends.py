@@ -80,3 +80,28 @@ def test_auto_dispatch():
     if torch.cuda.is_available():
         assert resolve_backend("auto", x.to(device())) == "triton"
         assert resolve_backend("auto", x.to(device()).double()) == "torch"
+
+
+@pytest.mark.parametrize("backend", ["reference", *FAST])
+def test_compress_batch_equals_single_videos(backend):
+    """Videos of different lengths (and one of another N) in one call give each video's own
+    result; segments never cross videos."""
+    videos = [random_video(f, n, 24, seed=300 + i) for i, (f, n) in
+              enumerate([(7, 49), (3, 49), (1, 49), (12, 49), (5, 36)])]
+    cfg = flashvid.FlashVIDConfig(retention_ratio=0.2, min_segments=3, backend=backend)
+    outs = flashvid.compress_batch([v[0] for v in videos], [v[1] for v in videos], cfg)
+    assert len(outs) == len(videos)
+    for (x, a), got in zip(videos, outs):
+        want = flashvid.compress(x, a, cfg)
+        assert_same(got, want, torch.float32)
+        assert got.segment_lengths.sum().item() == x.shape[0]
+
+
+def test_compress_batch_errors():
+    x, a = random_video(3, 10, 8, seed=0)
+    with pytest.raises(ValueError, match="one cls_attn per video"):
+        flashvid.compress_batch([x, x], [a])
+    with pytest.raises(TypeError, match="sequences"):
+        flashvid.compress_batch(x, a)
+    with pytest.raises(ValueError, match="video 1: cls_attn has negative values"):
+        flashvid.compress_batch([x, x], [a, -a])
