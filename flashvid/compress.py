@@ -10,7 +10,7 @@ import torch
 from . import pipeline, reference
 from .config import FlashVIDConfig
 from .types import CompressedVideo
-from .validation import check_inputs
+from .validation import check_inputs, check_structure, check_values, value_bounds
 
 
 def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfig | None = None,
@@ -34,11 +34,15 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
         raise TypeError(f"config must be a FlashVIDConfig or None, got {type(cfg).__name__}")
     if overrides:
         cfg = cfg.replace(**overrides)
-    check_inputs(tokens, cls_attn)
+    check_structure(tokens, cls_attn)
     backend = resolve_backend(cfg.backend, tokens)
+    bounds = value_bounds(tokens, cls_attn)
     if backend == "reference":
+        check_values(bounds.tolist())
         return reference.compress(tokens, cls_attn, cfg)
-    return pipeline.run(tokens, cls_attn, cfg, stage_ops(backend))[0]
+    # the fast path fetches the bounds with its first host synchronisation and raises before
+    # anything is returned
+    return pipeline.run(tokens, cls_attn, cfg, stage_ops(backend), bounds=bounds)[0]
 
 
 def compress_batch(tokens: Sequence[torch.Tensor], cls_attn: Sequence[torch.Tensor],

@@ -14,6 +14,7 @@ dtype; merged tokens are cast back to the input dtype; ADTS tokens are copied bi
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from .reference import work_dtype
 from .spatial import CDIST_MM_ROWS, dpc_knn_frames, to_device
 from .trees import aggregate_trees, compact, count_into, tree_roots
 from .types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
+from .validation import check_values
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -57,17 +59,36 @@ class StageOps:
 
 
 class TorchOps(StageOps):
-    """Batched PyTorch stages: one bmm for all frames' Grams, one per segment for the edges."""
+    """Batched PyTorch stages: one bmm for all frames' Grams, one per segment for the edges.
+
+    The unit-norm features are computed once into a workspace that each thread keeps between
+    calls on the CPU: there a fresh buffer the size of the input costs more in page faults than
+    the division itself (CUDA's caching allocator already reuses memory). The arithmetic is the
+    reference's, so float32 results are bit-identical to it.
+    """
 
     name = "torch"
+    _local = threading.local()
 
     def __init__(self) -> None:
         self._unit: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def unit(self, x: torch.Tensor) -> torch.Tensor:
         if self._unit is None or self._unit[0] is not x:
-            self._unit = (x, unit_rows(x.to(work_dtype(x.dtype))))
+            wd = work_dtype(x.dtype)
+            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
+            norms = norms.clamp_min(torch.finfo(wd).tiny)
+            out = self._buffer(x.shape, wd) if x.device.type == "cpu" else None
+            self._unit = (x, torch.div(x, norms, out=out))  # half / float32 -> float32
         return self._unit[1]
+
+    @classmethod
+    def _buffer(cls, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        numel = shape.numel()
+        buf = getattr(cls._local, "buffer", None)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = cls._local.buffer = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
 
     def select(self, x, weights, event_mean, k, exclude, fill):
         frames, n, _ = x.shape
@@ -113,17 +134,29 @@ class TorchOps(StageOps):
 
 
 # --------------------------------------------------------------------------- DySeg
-def segment_lengths(x: torch.Tensor, video_frames: list[int], cfg: FlashVIDConfig) -> list[int]:
-    """DySeg (SPEC §5) for each video of a flat frame list, with one host synchronisation.
+def segment_lengths(x: torch.Tensor, video_frames: list[int], cfg: FlashVIDConfig,
+                    bounds: torch.Tensor | None = None,
+                    frame_means: torch.Tensor | None = None) -> list[int]:
+    """DySeg (SPEC §5) for each video of a flat frame list, with one host synchronisation, which
+    also fetches and checks the input ``bounds`` (see ``validation.value_bounds``) if given.
 
     Same rule as ``flashvid.reference.dyseg``, computed in the work dtype.
     """
-    if not cfg.segment:
+    if not cfg.segment or x.shape[0] == 1:
+        if bounds is not None:
+            check_values(bounds.tolist())
         return list(video_frames)
-    g = unit_rows(x.mean(dim=1, dtype=work_dtype(x.dtype)))  # [F, D]
+    if frame_means is None:
+        frame_means = x.mean(dim=1, dtype=work_dtype(x.dtype))
+    g = unit_rows(frame_means)  # [F, D]
     sim = torch.sum(g[:-1] * g[1:], dim=-1)  # [F-1], pairs across videos are ignored below
     order = torch.sort(torch.where(sim < cfg.segment_threshold, 1.0, sim), stable=True).indices
-    sim_list, order_list = sim.tolist(), order.tolist()
+    fetched = [sim.double(), order.double()] + ([bounds] if bounds is not None else [])
+    values = torch.cat(fetched).tolist()
+    if bounds is not None:
+        check_values(values[-4:])
+    pairs = x.shape[0] - 1
+    sim_list, order_list = values[:pairs], [int(v) for v in values[pairs : 2 * pairs]]
     lengths: list[int] = []
     start = 0
     for frames in video_frames:
@@ -159,19 +192,24 @@ def _segments(lengths: list[int], device: torch.device) -> _Segments:
 
 
 def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
-        video_frames: list[int] | None = None) -> list[CompressedVideo]:
-    """Compress the videos of a flat frame list x [F, N, D], a [F, N] (validated inputs).
+        video_frames: list[int] | None = None,
+        bounds: torch.Tensor | None = None) -> list[CompressedVideo]:
+    """Compress the videos of a flat frame list x [F, N, D], a [F, N].
 
-    ``video_frames`` splits the F frames into videos (default: one video).
+    ``video_frames`` splits the F frames into videos (default: one video). The inputs' shapes
+    must be checked already; their values are checked here from ``bounds``
+    (``validation.value_bounds``), fetched with the first host synchronisation.
     """
     frames, n, dim = x.shape
     device = x.device
     video_frames = video_frames or [frames]
     budget = cfg.budget(n)
-    seg = _segments(segment_lengths(x, video_frames, cfg), device)  # host sync 1
+    frame_means = x.mean(dim=1, dtype=work_dtype(x.dtype))  # [F, D]
+    seg = _segments(segment_lengths(x, video_frames, cfg, bounds, frame_means),
+                    device)  # host sync 1
 
     # ADTS (SPEC §6)
-    picked = _select(x, a, cfg, ops, seg, budget.adts)  # [F, k]
+    picked = _select(x, a, cfg, ops, seg, budget.adts, frame_means)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
     eligible.scatter_(1, picked, False)
     gid = torch.arange(frames * n, device=device).view(frames, n)
@@ -207,7 +245,7 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     return _split(out, seg.lengths, video_frames, rows_per_frame, n, budget, cfg)
 
 
-def _select(x, a, cfg, ops, seg, k):
+def _select(x, a, cfg, ops, seg, k, frame_means):
     frames, n, _ = x.shape
     if k == 0:
         return torch.zeros(frames, 0, dtype=torch.long, device=x.device)
@@ -218,7 +256,6 @@ def _select(x, a, cfg, ops, seg, k):
     weights = a.to(wd) * 1e6 if cfg.selection in ("adts", "adts_v1") else None
     event_mean = None
     if cfg.selection == "adts":  # mu_S: mean over all tokens of the segment (per frame, [F, D])
-        frame_means = x.mean(dim=1, dtype=wd)
         sums = torch.zeros(len(seg.lengths), x.shape[2], dtype=wd, device=x.device)
         sums.index_add_(0, seg.of_frame, frame_means)
         sizes = count_into(seg.of_frame, len(seg.lengths), wd)
@@ -246,20 +283,30 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
             maxsim, parent = _same_position_edges(x, eligible, seg)
         else:
             maxsim, parent = ops.edges(x, eligible, seg.starts, seg.lengths)
-        merged = _merged(maxsim, cfg.temporal_threshold, seg, budget.total)  # host sync 2
+        merged = maxsim > cfg.temporal_threshold
     else:
+        maxsim = None
         merged = torch.zeros(frames, n, dtype=torch.bool, device=device)
         parent = torch.full((frames, n), -1, dtype=torch.long, device=device)
+
+    # the tokens the spatial merge works on: tree roots outside ADTS; all tokens of a
+    # single-frame segment (Q3) unless dedupe. Host sync 2 fetches their per-frame counts and
+    # the tokens each segment retains; a segment retaining fewer than its lower bound takes the
+    # soft threshold (SPEC §7) and the counts are fetched again (rare).
+    retained = torch.zeros(len(seg.lengths), dtype=torch.long, device=device)
+    retained.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
+    candidates = _candidates(merged, eligible, seg, cfg)
+    fetched = torch.cat([candidates.sum(dim=1), retained]).tolist()
+    counts, retained_list = fetched[:frames], fetched[frames:]
+    short = [s for s, (r, length) in enumerate(zip(retained_list, seg.lengths))
+             if r < length * budget.total]
+    if short and maxsim is not None:
+        merged = _soft_threshold(maxsim, merged, seg, short, budget.total)
+        candidates = _candidates(merged, eligible, seg, cfg)
+        counts = candidates.sum(dim=1).tolist()
     prev_gid = (gid - n).clamp_min(0)
     parent_g.copy_(torch.where(merged, prev_gid.gather(1, parent.clamp_min(0)), -1).view(-1))
     root = tree_roots(parent_g, max(seg.lengths) - 1)
-
-    # the tokens the spatial merge works on: tree roots outside ADTS; all tokens of a
-    # single-frame segment (Q3) unless dedupe
-    candidates = ~merged & eligible
-    if not cfg.dedupe:
-        candidates = candidates | seg.single[:, None]
-    counts = candidates.sum(dim=1).tolist()  # host sync 3: per-frame sizes
     total = sum(counts)
     target_gid = compact(candidates.reshape(-1), total)  # [C] by frame, then position
     wd = work_dtype(x.dtype)
@@ -320,18 +367,19 @@ def _same_position_edges(x, eligible, seg):
     return maxsim, parent
 
 
-def _merged(maxsim, threshold, seg, per_frame_budget):
-    """merged = maxsim > threshold, with the per-segment soft threshold of SPEC §7.
+def _candidates(merged, eligible, seg, cfg):
+    """[F, N] tokens of the spatial merge: non-ADTS tree roots, plus every token of a
+    single-frame segment (quirk Q3) unless dedupe."""
+    candidates = ~merged & eligible
+    return candidates if cfg.dedupe else candidates | seg.single[:, None]
 
-    One host synchronisation finds the segments that would keep fewer than
-    ``per_frame_budget * F_s`` tokens (usually none); only those take the top-k path.
-    """
-    frames, n = maxsim.shape
-    merged = maxsim > threshold
-    retained = torch.zeros(len(seg.lengths), dtype=torch.long, device=maxsim.device)
-    retained.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
-    lengths = torch.tensor(seg.lengths)
-    short = (retained.cpu() < lengths * per_frame_budget).nonzero().flatten().tolist()
+
+def _soft_threshold(maxsim, merged, seg, short, per_frame_budget):
+    """The soft threshold of SPEC §7 for the segments in ``short``, which would keep fewer than
+    ``per_frame_budget * F_s`` tokens: merge only maxsim > (k-th largest maxsim of the segment),
+    k = F_s * N - that bound."""
+    n = maxsim.shape[1]
+    merged = merged.clone()
     for s in short:
         a, length = seg.starts[s], seg.lengths[s]
         k = length * (n - per_frame_budget)

@@ -70,7 +70,7 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
     pos = torch.arange(width, device=device)
     valid = pos[None, :] < c[:, None]  # [G, P]
     rows = (first_row[:, None] + pos[None, :]).clamp(max=values.shape[0] - 1)
-    batch = torch.where(valid[..., None], values[rows], 0.0)  # [G, P, D], zero padding
+    batch = values[rows].masked_fill_(~valid[..., None], 0.0)  # [G, P, D], zero padding
 
     dist = torch.cdist(batch, batch) / math.sqrt(dim)  # [G, P, P]
     dist = dist.masked_fill(~valid[:, None, :], math.inf)

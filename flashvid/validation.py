@@ -14,6 +14,12 @@ MAX_IMPORTANCE = 1e6
 def check_inputs(tokens: object, cls_attn: object) -> None:
     """Raise TypeError/ValueError naming the problem unless ``tokens`` [F, N, D] and ``cls_attn``
     [F, N] are finite floating tensors on one device with non-negative importance."""
+    check_structure(tokens, cls_attn)
+    check_values(value_bounds(tokens, cls_attn).tolist())  # type: ignore[arg-type]
+
+
+def check_structure(tokens: object, cls_attn: object) -> None:
+    """The checks that need no device values: types, dtypes, ranks, shapes, devices."""
     for name, value in (("tokens", tokens), ("cls_attn", cls_attn)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -49,11 +55,22 @@ def check_inputs(tokens: object, cls_attn: object) -> None:
             f"tokens and cls_attn must be on the same device, got {tokens.device} and "
             f"{cls_attn.device}"
         )
-    # One pass per tensor: aminmax propagates NaN, and +-inf shows up as a bound.
+
+
+def value_bounds(tokens: torch.Tensor, cls_attn: torch.Tensor) -> torch.Tensor:
+    """[4] float64 (min, max) of tokens and of cls_attn, on their device (no synchronisation).
+
+    One pass per tensor: aminmax propagates NaN, and +-inf shows up as a bound. The fast
+    pipeline fetches these together with its first data-dependent values.
+    """
     lo, hi = torch.aminmax(tokens)
     a_lo, a_hi = torch.aminmax(cls_attn)
-    bounds = torch.stack([lo.double(), hi.double(), a_lo.double(), a_hi.double()])
-    lo, hi, a_lo, a_hi = bounds.tolist()  # one host synchronisation
+    return torch.stack([lo.double(), hi.double(), a_lo.double(), a_hi.double()])
+
+
+def check_values(bounds: list[float]) -> None:
+    """Raise unless the fetched ``value_bounds`` describe finite, sane inputs."""
+    lo, hi, a_lo, a_hi = bounds
     if not all(map(_finite, (lo, hi))):
         raise ValueError("tokens contain NaN or Inf; expected finite features")
     if not all(map(_finite, (a_lo, a_hi))):

@@ -105,3 +105,39 @@ def test_compress_batch_errors():
         flashvid.compress_batch(x, a)
     with pytest.raises(ValueError, match="video 1: cls_attn has negative values"):
         flashvid.compress_batch([x, x], [a, -a])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations")
+@pytest.mark.parametrize("backend", FAST)
+def test_gpu_path_synchronises_only_for_data_dependent_sizes(backend):
+    """Two host synchronisations on the common path: the segment cuts (with the input checks)
+    and the per-frame spatial-merge sizes (with the soft-threshold check)."""
+    import warnings
+
+    from flashvid.synthetic import synthetic_clip
+
+    x, a = synthetic_clip(32, 196, 1024, dtype=torch.bfloat16)
+    x, a = x.to(device()), a.to(device())
+    flashvid.compress(x, a, backend=backend)  # warm-up: compilation, allocator
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flashvid.compress(x, a, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 2, [str(w.message) for w in syncs]
+
+
+def test_threads_do_not_share_workspaces():
+    """The CPU torch path keeps a per-thread workspace: concurrent calls give sequential results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    videos = [random_video(6, 64, 32, seed=400 + i, dev=torch.device("cpu")) for i in range(4)]
+    want = [flashvid.compress(x, a, backend="torch") for x, a in videos]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda v: flashvid.compress(*v, backend="torch"), videos * 3))
+    for i, out in enumerate(got):
+        assert_same(out, want[i % 4], torch.float32)
