@@ -174,21 +174,23 @@ def segment_lengths(x: torch.Tensor, video_frames: list[int], cfg: FlashVIDConfi
 
 # --------------------------------------------------------------------------- the pipeline
 @dataclass
-class _Segments:
+class Segments:
+    """DySeg's segments of a flat frame list."""
+
     lengths: list[int]
     starts: list[int]
     of_frame: torch.Tensor  # [F] segment id of each frame
     single: torch.Tensor  # [F] the frame is a single-frame segment
 
 
-def _segments(lengths: list[int], device: torch.device) -> _Segments:
+def make_segments(lengths: list[int], device: torch.device) -> Segments:
     starts = [0]
     for length in lengths[:-1]:
         starts.append(starts[-1] + length)
     of_frame, single = to_device(
         [[s for s, length in enumerate(lengths) for _ in range(length)],
          [int(length == 1) for length in lengths for _ in range(length)]], device)
-    return _Segments(lengths, starts, of_frame, single.bool())
+    return Segments(lengths, starts, of_frame, single.bool())
 
 
 def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
@@ -205,11 +207,11 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     video_frames = video_frames or [frames]
     budget = cfg.budget(n)
     frame_means = x.mean(dim=1, dtype=work_dtype(x.dtype))  # [F, D]
-    seg = _segments(segment_lengths(x, video_frames, cfg, bounds, frame_means),
+    seg = make_segments(segment_lengths(x, video_frames, cfg, bounds, frame_means),
                     device)  # host sync 1
 
     # ADTS (SPEC §6)
-    picked = _select(x, a, cfg, ops, seg, budget.adts, frame_means)  # [F, k]
+    picked = adts(x, a, cfg, ops, seg, budget.adts, frame_means)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
     eligible.scatter_(1, picked, False)
     gid = torch.arange(frames * n, device=device).view(frames, n)
@@ -220,7 +222,7 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     rows_per_frame = [budget.adts] * frames
     represented_by = None  # [F*N] pre-sort row of each token's tree representative
     if budget.merge > 0:
-        merge = _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, adts_gid.numel())
+        merge, parent_g = _merge(x, cfg, ops, seg, eligible, budget, adts_gid.numel())
         rows_gid += merge.gid
         rows_kind += merge.kind
         rows_value += merge.value
@@ -245,7 +247,9 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     return _split(out, seg.lengths, video_frames, rows_per_frame, n, budget, cfg)
 
 
-def _select(x, a, cfg, ops, seg, k, frame_means):
+def adts(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps, seg: Segments,
+         k: int, frame_means: torch.Tensor) -> torch.Tensor:
+    """Stage ``adts`` (SPEC §6): [F, k] sorted local indices kept by the configured selection."""
     frames, n, _ = x.shape
     if k == 0:
         return torch.zeros(frames, 0, dtype=torch.long, device=x.device)
@@ -266,18 +270,27 @@ def _select(x, a, cfg, ops, seg, k, frame_means):
 
 
 @dataclass
-class _Merged:
-    gid: list[torch.Tensor]
-    kind: list[torch.Tensor]
-    value: list[torch.Tensor]
-    represented_by: torch.Tensor
-    rows_per_frame: list[int]
+class Forest:
+    """The TSTM result: who merged where, and which tokens go on to the spatial merge."""
+
+    merged: torch.Tensor  # [F, N] bool, merged into the previous frame
+    parent: torch.Tensor  # [F, N] int64 index in frame t-1 (meaningful where merged)
+    candidates: torch.Tensor  # [F, N] bool, tokens of the spatial merge
+    counts: list[int]  # candidates per frame (host)
 
 
-def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Merged:
-    """TSTM (SPEC §7) and the spatial merge (§8) of all segments at once."""
-    frames, n, dim = x.shape
+def tstm(x: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps, seg: Segments,
+         eligible: torch.Tensor, budget) -> Forest:
+    """Stage ``tstm`` (SPEC §7): edges, the threshold and the per-segment soft threshold.
+
+    The spatial-merge candidates are the non-ADTS tree roots, plus every token of a
+    single-frame segment (quirk Q3) unless dedupe. Host sync 2 fetches their per-frame counts
+    together with the tokens each segment retains; a segment retaining fewer than its lower bound
+    takes the soft threshold and the counts are fetched again (rare).
+    """
+    frames, n, _ = x.shape
     device = x.device
+    maxsim = None
     if cfg.temporal_threshold < 1.0 and max(seg.lengths) > 1:
         if cfg.temporal_merge == "ttm":
             maxsim, parent = _same_position_edges(x, eligible, seg)
@@ -285,14 +298,8 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
             maxsim, parent = ops.edges(x, eligible, seg.starts, seg.lengths)
         merged = maxsim > cfg.temporal_threshold
     else:
-        maxsim = None
         merged = torch.zeros(frames, n, dtype=torch.bool, device=device)
         parent = torch.full((frames, n), -1, dtype=torch.long, device=device)
-
-    # the tokens the spatial merge works on: tree roots outside ADTS; all tokens of a
-    # single-frame segment (Q3) unless dedupe. Host sync 2 fetches their per-frame counts and
-    # the tokens each segment retains; a segment retaining fewer than its lower bound takes the
-    # soft threshold (SPEC §7) and the counts are fetched again (rare).
     retained = torch.zeros(len(seg.lengths), dtype=torch.long, device=device)
     retained.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
     candidates = _candidates(merged, eligible, seg, cfg)
@@ -304,15 +311,38 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
         merged = _soft_threshold(maxsim, merged, seg, short, budget.total)
         candidates = _candidates(merged, eligible, seg, cfg)
         counts = candidates.sum(dim=1).tolist()
-    prev_gid = (gid - n).clamp_min(0)
-    parent_g.copy_(torch.where(merged, prev_gid.gather(1, parent.clamp_min(0)), -1).view(-1))
-    root = tree_roots(parent_g, max(seg.lengths) - 1)
-    total = sum(counts)
-    target_gid = compact(candidates.reshape(-1), total)  # [C] by frame, then position
-    wd = work_dtype(x.dtype)
-    values = aggregate_trees(x.reshape(-1, dim).to(wd), root, parent_g, target_gid,
-                             cfg.aggregation)
+    return Forest(merged, parent, candidates, counts)
 
+
+def trees(x: torch.Tensor, cfg: FlashVIDConfig, seg: Segments, forest: Forest
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage ``trees``: (parent [F*N] global or -1, root [F*N], targets [C] positions of the
+    candidates, values [C, D] their tree values in the work dtype)."""
+    frames, n, dim = x.shape
+    gid = torch.arange(frames * n, device=x.device).view(frames, n)
+    prev_gid = (gid - n).clamp_min(0)
+    parent_g = torch.where(forest.merged, prev_gid.gather(1, forest.parent.clamp_min(0)), -1)
+    parent_g = parent_g.view(-1)
+    root = tree_roots(parent_g, max(seg.lengths) - 1)
+    targets = compact(forest.candidates.reshape(-1), sum(forest.counts))
+    values = aggregate_trees(x.reshape(-1, dim).to(work_dtype(x.dtype)), root, parent_g, targets,
+                             cfg.aggregation)
+    return parent_g, root, targets, values
+
+
+@dataclass
+class SpatialPlan:
+    """Per frame (host lists): clusters wanted (0 = keep every candidate as-is), whether the
+    frame's distances take torch.cdist's matmul path, whether its candidates are kept."""
+
+    clusters: list[int]
+    matmul_path: list[bool]
+    keep: list[bool]
+
+
+def spatial_plan(counts: list[int], seg: Segments, budget, cfg: FlashVIDConfig) -> SpatialPlan:
+    """SPEC §8: each frame gets ceil(c_t * ratio) clusters, ratio = merge budget / candidates of
+    its segment, when ratio < 1 (Python floats, as published)."""
     clusters, matmul_path, keep = [], [], []
     for start, length in zip(seg.starts, seg.lengths):
         c = counts[start : start + length]
@@ -321,18 +351,44 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
         clusters += [math.ceil(ct * ratio) if cluster else 0 for ct in c]
         keep += [not cluster] * length
         matmul_path += [max(c) > CDIST_MM_ROWS] * length
-    kept_total = sum(c for c, k in zip(counts, keep) if k)
+    return SpatialPlan(clusters, matmul_path, keep)
+
+
+def dpc(values: torch.Tensor, counts: list[int], plan: SpatialPlan,
+        cfg: FlashVIDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage ``dpc`` (SPEC §8): (assign [C], centres [K]) of the DPC-kNN spatial merge."""
+    return dpc_knn_frames(values, counts, plan.clusters, plan.matmul_path, cfg.dpc_knn)
+
+
+@dataclass
+class _Merged:
+    gid: list[torch.Tensor]
+    kind: list[torch.Tensor]
+    value: list[torch.Tensor]
+    represented_by: torch.Tensor
+    rows_per_frame: list[int]
+
+
+def _merge(x, cfg, ops, seg, eligible, budget, first_row) -> tuple[_Merged, torch.Tensor]:
+    """TSTM, trees and the spatial merge of all segments; returns the rows and the parents."""
+    frames, n, dim = x.shape
+    device = x.device
+    forest = tstm(x, cfg, ops, seg, eligible, budget)
+    parent_g, root, target_gid, values = trees(x, cfg, seg, forest)
+    counts, total = forest.counts, sum(forest.counts)
+    plan = spatial_plan(counts, seg, budget, cfg)
+    kept_total = sum(c for c, k in zip(counts, plan.keep) if k)
 
     # rows kept as-is (kind 1): every candidate of a frame that is not clustered
-    keep_frame, count_t = to_device([keep, counts], device)
+    keep_frame, count_t = to_device([plan.keep, counts], device)
     keep_rows = keep_frame.bool().repeat_interleave(count_t, output_size=total)  # [C]
     kept = compact(keep_rows, kept_total)
     row_of_target = torch.full((total,), -1, dtype=torch.long, device=device)
     row_of_target[kept] = first_row + torch.arange(kept_total, device=device)
     gids, kinds, vals = [target_gid[kept]], [torch.full_like(kept, KIND_ROOT)], [values[kept]]
 
-    if any(clusters):
-        assign, centres = dpc_knn_frames(values, counts, clusters, matmul_path, cfg.dpc_knn)
+    if any(plan.clusters):
+        assign, centres = dpc(values, counts, plan, cfg)
         in_dpc = compact(assign >= 0, total - kept_total)
         num = centres.numel()
         sums = torch.zeros(num, dim, dtype=values.dtype, device=device)
@@ -350,8 +406,8 @@ def _merge(x, cfg, ops, seg, eligible, budget, gid, parent_g, first_row) -> _Mer
     represented_by[target_gid] = torch.where(flat_eligible[target_gid], row_of_target, -1)
     members = flat_eligible & (root != torch.arange(frames * n, device=device))
     represented_by = torch.where(members, represented_by[root], represented_by)
-    rows_per_frame = [c if k else cl for c, k, cl in zip(counts, keep, clusters)]
-    return _Merged(gids, kinds, vals, represented_by, rows_per_frame)
+    rows_per_frame = [c if k else cl for c, k, cl in zip(counts, plan.keep, plan.clusters)]
+    return _Merged(gids, kinds, vals, represented_by, rows_per_frame), parent_g
 
 
 def _same_position_edges(x, eligible, seg):
