@@ -549,3 +549,43 @@ def test_forward_with_labels_and_rebuilt_inputs():
     assert torch.isfinite(out.loss)
     torch.testing.assert_close(again.logits, out.logits)
     assert math.isclose(out.loss.item(), again.loss.item(), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_image_and_video_in_one_prompt(family):
+    """An image before the video passes through untouched: keep_all still equals stock, and
+    with compression all image placeholders stay."""
+    m = model(family)
+    image = (vb.BOS, vb.VSTART) + (vb.IMAGE_ID,) * 16 + (vb.VEND, 5)
+    inp = vb.qwen_inputs([(4, 8, 8)], seed=2, qwen3=family == "qwen3_vl", pre=image)
+    gen = torch.Generator().manual_seed(5)
+    inp["pixel_values"] = torch.randn(64, 3 * vb.TPATCH * vb.PATCH ** 2, generator=gen)
+    inp["image_grid_thw"] = torch.tensor([[1, 8, 8]])
+    inp["mm_token_type_ids"] = inp["mm_token_type_ids"] + (inp["input_ids"] == vb.IMAGE_ID).long()
+    inp = vb.to(inp, device())
+    stock = generate(m, inp)
+    with flashvid.apply(m, compressor=keep_all, drop_vision_markers=False):
+        assert torch.equal(generate(m, inp), stock)
+    with flashvid.apply(m, retention_ratio=0.3) as handle:
+        generate(m, inp)
+        rebuilt = handle.last.inputs
+    assert int((rebuilt["input_ids"] == vb.IMAGE_ID).sum()) == 16
+    assert torch.equal(rebuilt["mm_token_type_ids"] == 1, rebuilt["input_ids"] == vb.IMAGE_ID)
+    assert handle.last.lengths_after[0] < handle.last.lengths_before[0]
+
+
+def test_bfloat16_model():
+    """A bfloat16 model: features stay bfloat16, importance is rounded like the published
+    model-dtype attention average, and a batched video is compressed as when alone. (Generated
+    tokens of a padded bfloat16 batch may drift from single runs, as in the stock model.)"""
+    m = fresh("qwen3_vl").to(torch.bfloat16)
+    inp = inputs("qwen3_vl", batch=True)
+    with flashvid.apply(m, retention_ratio=0.3) as handle:
+        out = generate(m, inp)
+        batch_videos = handle.last.videos
+        for video in batch_videos:
+            assert video.result.tokens.dtype == torch.bfloat16
+            assert torch.equal(video.importance, video.importance.bfloat16().float())
+        generate(m, vb.select(inp, 1, qwen=True))
+    assert out.shape == (2, inp["input_ids"].shape[1] + NEW)
+    assert torch.equal(handle.last.videos[0].result.indices, batch_videos[1].result.indices)
