@@ -255,7 +255,8 @@ class Adapter:
                     raise ValueError(
                         "pass the prompt either as `inputs` or as `input_ids`, not both")
                 call["input_ids"] = prompt
-            prepared = self._prepare(call)
+            with torch.no_grad():  # generate() is inference: no graph for the encoder
+                prepared = self._prepare(call)
             original_ids = call["input_ids"]
             output = original(**prepared.inputs)
             return _restore_prompt(output, original_ids, prepared.inputs["input_ids"].shape[1])
