@@ -7,11 +7,12 @@
 
 from .compress import compress, compress_batch
 from .config import Budget, FlashVIDConfig
+from .integrations import apply
 from .types import KIND_ADTS, KIND_CLUSTER, KIND_NAMES, KIND_ROOT, CompressedVideo
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Budget", "CompressedVideo", "FlashVIDConfig", "KIND_ADTS", "KIND_CLUSTER", "KIND_NAMES",
-    "KIND_ROOT", "compress", "compress_batch", "__version__",
+    "KIND_ROOT", "apply", "compress", "compress_batch", "__version__",
 ]

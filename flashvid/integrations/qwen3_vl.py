@@ -1,0 +1,22 @@
+"""FlashVID for ``Qwen3VLForConditionalGeneration`` (shared logic in ``_qwen.py``).
+
+Qwen3-VL specifics (SPEC §11): every temporal patch is its own placeholder run
+``<t seconds><|vision_start|> tokens <|vision_end|>``; the adapter drops the
+<|vision_start|>/<|vision_end|> tokens around video runs, as published (pass
+``drop_vision_markers=False`` to keep them) and keeps the timestamp text; the deepstack features
+of every level are gathered at the kept representatives (a merged token gets its
+representative's unmerged deepstack features). No window reordering. The config preset is
+:meth:`FlashVIDConfig.qwen3_vl`.
+"""
+
+from __future__ import annotations
+
+from ._qwen import QwenVLAdapter
+
+
+class Qwen3VLAdapter(QwenVLAdapter):
+    """FlashVID on a ``Qwen3VLForConditionalGeneration`` instance."""
+
+    family = "qwen3_vl"
+    window_order = False
+    default_drop_markers = True
