@@ -73,7 +73,9 @@ class TorchOps(StageOps):
     def __init__(self) -> None:
         self._unit: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @torch.no_grad()
     def unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm features in the work dtype (they only feed decisions: no autograd)."""
         if self._unit is None or self._unit[0] is not x:
             wd = work_dtype(x.dtype)
             norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
@@ -90,6 +92,7 @@ class TorchOps(StageOps):
             buf = cls._local.buffer = torch.empty(numel, dtype=dtype)
         return buf[:numel].view(shape)
 
+    @torch.no_grad()
     def select(self, x, weights, event_mean, k, exclude, fill):
         frames, n, _ = x.shape
         xh = self.unit(x)
@@ -116,6 +119,7 @@ class TorchOps(StageOps):
             running = torch.minimum(running, dist[rows, j])
         return torch.stack(picks, dim=1).sort(dim=1).values
 
+    @torch.no_grad()
     def edges(self, x, eligible, starts, lengths):
         frames, n, _ = x.shape
         xh = self.unit(x)
@@ -354,6 +358,7 @@ def spatial_plan(counts: list[int], seg: Segments, budget, cfg: FlashVIDConfig) 
     return SpatialPlan(clusters, matmul_path, keep)
 
 
+@torch.no_grad()
 def dpc(values: torch.Tensor, counts: list[int], plan: SpatialPlan,
         cfg: FlashVIDConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage ``dpc`` (SPEC §8): (assign [C], centres [K]) of the DPC-kNN spatial merge."""

@@ -29,11 +29,13 @@ class TritonOps(StageOps):
             self._stats(x, None)
         return self._norms[1]
 
+    @torch.no_grad()
     def select(self, x, weights, event_mean, k, exclude, fill):
         norms, event = self._stats(x, event_mean)
         return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=event,
                                         norms=norms)
 
+    @torch.no_grad()
     def edges(self, x, eligible, starts, lengths):
         start = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         start[to_device([starts], x.device)[0]] = True

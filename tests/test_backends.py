@@ -141,3 +141,17 @@ def test_threads_do_not_share_workspaces():
         got = list(pool.map(lambda v: flashvid.compress(*v, backend="torch"), videos * 3))
     for i, out in enumerate(got):
         assert_same(out, want[i % 4], torch.float32)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_inputs_that_require_grad(backend):
+    """Decisions are made without autograd; the output values stay differentiable."""
+    x, a = random_video(6, 49, 16, seed=8)
+    x = x.clone().requires_grad_(True)
+    out = flashvid.compress(x, a, backend=backend, retention_ratio=0.3)
+    assert_same(out, flashvid.compress(x.detach(), a, backend=backend, retention_ratio=0.3),
+                torch.float32)
+    out.tokens.sum().backward()
+    grad = x.grad.reshape(-1, 16)
+    represented = out.source.reshape(-1) >= 0
+    assert bool((grad[represented].abs().sum(-1) > 0).all())  # every represented token counts
