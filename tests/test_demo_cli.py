@@ -62,6 +62,7 @@ def test_demo_compare_table_csv_and_plot(tmp_path, capsys):
                  "--retentions", "0.1,0.25"]) == 0
     text = capsys.readouterr().out
     assert "| strategy | r = 0.10 | r = 0.25 |" in text and "TSTM vs TTM" in text
+    assert "| moving-object | 0.25 | " in text
     with open(out / "compare.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(STRATEGY_NAMES) * 2

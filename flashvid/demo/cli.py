@@ -144,8 +144,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         md = "\n".join([
             "# Fidelity comparison", "", f"Settings: {settings}.", "",
             "Mean over clips; cells: mean fidelity / worst frame (any clip) / output count", "",
-            summary, "", "Per clip", "", tables, "TSTM vs TTM (positive = TSTM better)", "",
-            "```", *versus, "```", ""])
+            summary, "", "Per clip", "", tables, "TSTM vs TTM (differences; positive = TSTM "
+            "better)", "", versus, ""])
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "compare.md").write_text(md)
         write_csv(records, out_dir / "compare.csv")
@@ -154,8 +154,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(summary)
         print()
         print(tables)
-        print("TSTM vs TTM (positive = TSTM better):")
-        print("\n".join(versus))
+        print("TSTM vs TTM (differences; positive = TSTM better):")
+        print(versus)
         print(f"wrote {out_dir / 'compare.md'}, {out_dir / 'compare.csv'}, "
               f"{out_dir / 'compare.png'}")
     print()

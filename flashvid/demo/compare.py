@@ -123,20 +123,27 @@ def summary_table(records: Sequence[Record]) -> str:
     return "\n".join(lines)
 
 
-def tstm_vs_ttm(records: Sequence[Record]) -> list[str]:
-    """One line per (clip, ratio) comparing TSTM-only with TTM-only and FlashVID with its TTM
-    variant: output counts and fidelity differences (positive = TSTM better)."""
+def tstm_vs_ttm(records: Sequence[Record]) -> str:
+    """A Markdown table per (clip, ratio): TSTM-only minus TTM-only and FlashVID minus
+    FlashVID-TTM, for the output count and each fidelity score (positive = TSTM better)."""
     by_key = {(r.clip, r.strategy, r.retention): r for r in records}
-    lines = []
-    for (clip, name, r), rec in by_key.items():
-        pairs = {"tstm": "ttm", "flashvid": "flashvid-ttm"}
-        if name not in pairs or (clip, pairs[name], r) not in by_key:
-            continue
-        other = by_key[clip, pairs[name], r]
-        lines.append(f"{clip:<14} r={r:.2f} {name:>8} vs {pairs[name]:<12} rows {rec.count:>5} "
-                     f"vs {other.count:<5} mean {rec.mean - other.mean:+.4f}  worst "
-                     f"{rec.worst - other.worst:+.4f}  changed {rec.changed - other.changed:+.4f}")
-    return lines
+    pairs = (("tstm", "ttm"), ("flashvid", "flashvid-ttm"))
+    lines = ["| clip | r | TSTM-only vs TTM-only: rows | Δ mean | Δ worst | Δ changed "
+             "| FlashVID vs FlashVID-TTM: rows | Δ mean | Δ worst | Δ changed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = dict.fromkeys((r.clip, r.retention) for r in records)
+    for clip, r in keys:
+        cells = []
+        for a, b in pairs:
+            if (clip, a, r) not in by_key or (clip, b, r) not in by_key:
+                cells += ["", "", "", ""]
+                continue
+            x, y = by_key[clip, a, r], by_key[clip, b, r]
+            cells += [f"{x.count} vs {y.count}", f"{x.mean - y.mean:+.4f}",
+                      f"{x.worst - y.worst:+.4f}", f"{x.changed - y.changed:+.4f}"]
+        if any(cells):
+            lines.append(f"| {clip} | {r:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 STYLE = {
