@@ -20,6 +20,7 @@ well-separated hues.
 from __future__ import annotations
 
 import colorsys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from ..types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
 
 CELL_INCHES = 2.1
 KEPT_EDGE = "#ffe600"
+LEGEND = ("yellow boxes: tokens kept as-is (ADTS, or a pruning strategy's selection) | trees: a "
+          "disc per member of a redundancy tree, one colour per tree across frames; white line = "
+          "merged into a neighbouring parent position; no disc = single-token tree; dark = kept "
+          "as-is | clusters: one colour per output token, dot = its position, black = dropped")
 TINT = 0.45
 
 
@@ -154,11 +159,18 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     src_colour = palette(np.where(source >= 0, source, -1).reshape(-1)).reshape(f_count, n, 3)
     starts = set(np.cumsum([0, *out.segment_lengths.tolist()])[:-1].tolist())
 
-    fig = Figure(figsize=(CELL_INCHES * len(chosen) + 1.0, CELL_INCHES * 3 + 1.5))
+    width = CELL_INCHES * len(chosen) + 1.0
+    chars = max(40, int(width * 15))  # characters per line at 8-9 pt
+    sub_lines = textwrap.wrap(subtitle, chars) if subtitle else []
+    foot = textwrap.wrap(LEGEND, chars)
+    top = 0.45 + 0.17 * len(sub_lines) + 0.3  # inches: title, subtitle lines, column titles
+    bottom = 0.2 + 0.15 * len(foot)
+    fig = Figure(figsize=(width, CELL_INCHES * 3 + 0.2 + top + bottom))
     FigureCanvasAgg(fig)
     axes = fig.subplots(3, len(chosen), squeeze=False)
-    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.995, wspace=0.03, hspace=0.06,
-                        top=1 - 1.0 / fig.get_figheight(), bottom=0.45 / fig.get_figheight())
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.6 / width, right=0.995, wspace=0.03, hspace=0.06,
+                        top=1 - top / height, bottom=bottom / height)
     extent = (0, w, h, 0)
     disc = (0.55 * CELL_INCHES * 72 / max(rows, cols)) ** 2  # marker area in points^2
     any_adts = bool(adts.any())
@@ -204,8 +216,8 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
         pos = idx[here] % n
         a_clu.scatter(((pos % cols) + 0.5) * pw, ((pos // cols) + 0.5) * ph, s=9, c="white",
                       edgecolors="black", linewidths=0.6, zorder=3)
-        head = f"t={t}" + ("  new segment" if t in starts else "")
-        a_kept.set_title(head, fontsize=9, color="#b00020" if t in starts else "black")
+        label = f"t={t}" + ("  new segment" if t in starts else "")
+        a_kept.set_title(label, fontsize=9, color="#b00020" if t in starts else "black")
         for ax in (a_kept, a_tree, a_clu):
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
@@ -215,16 +227,11 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     axes[1, 0].set_ylabel("TSTM trees\ncolour = tree", fontsize=9)
     axes[2, 0].set_ylabel("spatial clusters\ncolour = output token", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=12, y=1 - 0.12 / fig.get_figheight(), va="top")
-    if subtitle:
-        fig.text(0.5, 1 - 0.5 / fig.get_figheight(), subtitle, ha="center", va="top",
-                 fontsize=9)
-    fig.text(0.5, 0.08 / fig.get_figheight(),
-             "yellow boxes: tokens kept as-is (ADTS or the strategy's selection) | trees: one "
-             "colour per redundancy tree across frames (disc), white line = merged into a "
-             "neighbouring parent position, no disc = single-token tree, dark = kept as-is | "
-             "clusters: one colour per output token, dot = its position, black = dropped",
-             ha="center", va="bottom", fontsize=8, color="#333333")
+        fig.suptitle(title, fontsize=12, y=1 - 0.1 / height, va="top")
+    if sub_lines:
+        fig.text(0.5, 1 - 0.42 / height, "\n".join(sub_lines), ha="center", va="top", fontsize=9)
+    fig.text(0.5, 0.05 / height, "\n".join(foot), ha="center", va="bottom", fontsize=8,
+             color="#333333")
     if path is not None:
         save_png(fig, path, dpi)
     return fig
