@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import flashvid
@@ -79,8 +80,16 @@ def test_demo_compare_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_demo_errors(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "60"]) == 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert main(["demo", "--out", str(tmp_path), "--size", "60"]) == 2
+        assert torch.get_num_threads() == 3  # --threads 1 while it ran, restored afterwards
+    finally:
+        torch.set_num_threads(threads)
     assert "--size 60 must be a multiple of --patch 16" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["demo", "--clips", "pan-zoom,dance"])
     assert "expected a comma-separated list of ['pan-zoom'" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import sys
 import time
@@ -48,6 +49,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "merges; the default, except that the demo's scene-cut clip shows its "
                         "cut), 'even' (8 evenly spaced), 'A:B' or a list like '0,4,8'")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads while it runs (default 1: the tensors are small, so "
+                        "more threads do not help, and they stall when the CPU is shared)")
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    """Run with ``count`` torch CPU threads, then restore the previous setting."""
+    if count < 1:
+        raise ValueError(f"--threads must be >= 1, got {count}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- demo
@@ -89,6 +106,11 @@ def _missing_extra() -> str | None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    with _torch_threads(args.threads):
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from .clips import demo_clip
     from .compare import (
         markdown_tables,
@@ -216,6 +238,11 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_viz(args: argparse.Namespace) -> int:
+    with _torch_threads(args.threads):
+        return _viz(args)
+
+
+def _viz(args: argparse.Namespace) -> int:
     from ..io import load_video
     from .frames import load_frames, match_grid, parse_grid
 
