@@ -128,6 +128,8 @@ def test_uniform_pool_rows_are_cell_means():
     bad = torch.zeros(2, 10, 3, device=device())
     with pytest.raises(ValueError, match=r"grid 3x3 has 9 cells but frames have 10 tokens"):
         uniform_pool(bad, cfg, (3, 3))
+    with pytest.raises(TypeError, match=r"tokens must be a floating torch.Tensor"):
+        uniform_pool(bad.long(), cfg, (2, 5))
 
 
 def test_uniform_pool_keeps_dtype_and_counts_for_half_inputs():

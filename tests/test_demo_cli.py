@@ -90,6 +90,9 @@ def test_demo_errors(tmp_path, capsys):
     assert "--size 60 must be a multiple of --patch 16" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path), "--threads", "0"]) == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "r"), "--compare", "--retentions", "0.1,1.5"]) == 2
+    assert "retention_ratio must be in (0.0, 1.0], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # rejected before any work
     with pytest.raises(SystemExit):
         main(["demo", "--clips", "pan-zoom,dance"])
     assert "expected a comma-separated list of ['pan-zoom'" in capsys.readouterr().err

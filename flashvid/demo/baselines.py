@@ -181,6 +181,9 @@ def uniform_pool(tokens: torch.Tensor, config: FlashVIDConfig | None = None,
         each token, ``parents`` all -1 and one segment.
     """
     cfg = config if config is not None else FlashVIDConfig(alpha=0.0)
+    if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point():
+        raise TypeError(f"tokens must be a floating torch.Tensor [frames, tokens_per_frame, dim],"
+                        f" got {getattr(tokens, 'dtype', type(tokens).__name__)}")
     if tokens.dim() != 3 or 0 in tokens.shape:
         raise ValueError(f"tokens must have shape [frames, tokens_per_frame, dim] with no empty "
                          f"dimension, got {tuple(tokens.shape)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import math
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def _missing_extra() -> str | None:
                is None]
     if missing:
         return (f"missing {missing}; the demo and viz commands need the demo extra: "
-                "pip install 'flashvid[demo]' (scikit-image and matplotlib)")
+                "pip install 'flashvid[demo]' (scikit-image, imageio and matplotlib)")
     return None
 
 
@@ -131,6 +132,9 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     base = FlashVIDConfig.preset(args.preset, backend=args.backend,
                                  retention_ratio=args.retention)
+    if args.compare:  # check every ratio before any work
+        for r in args.retentions:
+            base.replace(retention_ratio=r)
     out_dir = Path(args.out)
     grid = (args.size // args.patch, args.size // args.patch)
     print(f"FlashVID demo: {len(args.clips)} clip(s) of {args.frames} frames animated from "
@@ -207,7 +211,7 @@ def _compress_and_draw(name: str, tokens: torch.Tensor, cls_attn: torch.Tensor,
     else:
         print(f"strategy   {name}: {STRATEGIES[name].label}")
         print(format_summary(out, tokens, origin, elapsed))
-    changed = "n/a" if fid.changed != fid.changed else f"{fid.changed:.4f}"
+    changed = "n/a" if math.isnan(fid.changed) else f"{fid.changed:.4f}"
     print(f"fidelity   mean cos(token, its representative) {fid.mean:.4f}; worst frame "
           f"{fid.worst_frame:.4f} (t={fid.worst_frame_index}); changed tokens {changed} "
           f"({fid.changed_tokens} tokens)")
