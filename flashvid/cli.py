@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .config import BACKENDS, SELECTIONS, FlashVIDConfig
+from .demo.cli import add_demo_commands
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
@@ -20,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flashvid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_compress(sub)
+    add_demo_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
