@@ -38,13 +38,19 @@ class StageOps:
 
     name = "abstract"
 
+    def event_relevance(self, x: torch.Tensor, means: torch.Tensor, starts: list[int],
+                        lengths: list[int]) -> torch.Tensor:
+        """[F, N] e = <x_{f,n}, mu_S> in the work dtype, mu_S = means[s] for the frames of
+        segment s (``means`` [S, D])."""
+        raise NotImplementedError
+
     def select(self, x: torch.Tensor, weights: torch.Tensor | None,
-               event_mean: torch.Tensor | None, k: int, exclude: bool,
+               event: torch.Tensor | None, k: int, exclude: bool,
                fill: float) -> torch.Tensor:
         """[F, k] int64 sorted local indices: greedy max-min selection in every frame.
 
-        D'(i, j) = (1 - cos(x_i, x_j)) * weights[f, j] * <x_j, event_mean[f]> (each factor only
-        when given, applied in that order); first pick = argmax_j of column j's second-smallest
+        D'(i, j) = (1 - cos(x_i, x_j)) * weights[f, j] * event[f, j] (each factor only when
+        given, applied in that order); first pick = argmax_j of column j's second-smallest
         value, then k-1 steps of argmax of the running minimum (ties to the lowest index);
         ``exclude`` scores picked tokens ``fill``.
         """
@@ -93,14 +99,21 @@ class TorchOps(StageOps):
         return buf[:numel].view(shape)
 
     @torch.no_grad()
-    def select(self, x, weights, event_mean, k, exclude, fill):
+    def event_relevance(self, x, means, starts, lengths):
+        # one matrix-vector product per segment (a batched gemv per frame is twice as slow)
+        n, dim = x.shape[1:]
+        xw = x.detach().to(means.dtype)
+        return torch.cat([torch.mv(xw[s : s + length].reshape(-1, dim), means[i]).view(length, n)
+                          for i, (s, length) in enumerate(zip(starts, lengths))])
+
+    @torch.no_grad()
+    def select(self, x, weights, event, k, exclude, fill):
         frames, n, _ = x.shape
         xh = self.unit(x)
         dist = 1.0 - torch.bmm(xh, xh.transpose(1, 2))  # [F, N(picked), N(candidate)]
         if weights is not None:
             dist = dist * weights[:, None, :]
-        if event_mean is not None:
-            event = torch.bmm(x.to(xh.dtype), event_mean[:, :, None])[:, :, 0]  # [F, N]
+        if event is not None:
             dist = dist * event[:, None, :]
         rows = torch.arange(frames, device=x.device)
         if n >= 2:
@@ -262,15 +275,15 @@ def adts(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps, s
         return order[:, :k].sort(dim=-1).values
     wd = work_dtype(x.dtype)
     weights = a.to(wd) * 1e6 if cfg.selection in ("adts", "adts_v1") else None
-    event_mean = None
-    if cfg.selection == "adts":  # mu_S: mean over all tokens of the segment (per frame, [F, D])
+    event = None
+    if cfg.selection == "adts":  # e_j = <x_j, mu_S>, mu_S the mean of all tokens of the segment
         sums = torch.zeros(len(seg.lengths), x.shape[2], dtype=wd, device=x.device)
         sums.index_add_(0, seg.of_frame, frame_means)
-        sizes = count_into(seg.of_frame, len(seg.lengths), wd)
-        event_mean = (sums / sizes[:, None])[seg.of_frame]
+        means = sums / count_into(seg.of_frame, len(seg.lengths), wd)[:, None]  # [S, D]
+        event = ops.event_relevance(x, means, seg.starts, seg.lengths)
     exclude = cfg.dedupe or cfg.selection in ("adts_v1", "diversity")
     fill = -math.inf if cfg.dedupe else -1.0
-    return ops.select(x, weights, event_mean, k, exclude, fill)
+    return ops.select(x, weights, event, k, exclude, fill)
 
 
 @dataclass

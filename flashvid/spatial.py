@@ -1,11 +1,12 @@
 """DPC-kNN spatial merging (SPEC §8) batched over frames, without per-frame Python loops.
 
-Frames are grouped into a few buckets of similar token counts; each bucket is one padded batch
-through ``torch.cdist``. Bit-level agreement with the reference (and the published code) needs
-the same ``torch.cdist`` arithmetic: it takes a matmul path when the padded batch has more than
-25 rows, and that path's results do not depend on how much padding there is. So a frame whose
-segment was padded above 25 rows in the published code is padded to at least 32 here, and the
-other frames stay at most 25 rows wide (the exact, direct path).
+Frames are grouped into a few buckets of similar token counts; each bucket is one padded batch.
+Bit-level agreement with the reference (and the published code) needs ``torch.cdist``'s
+arithmetic: above 25 rows it computes sqrt(clamp(bmm([-2x, |x|^2, 1], [y, 1, |y|^2]^T), 0)),
+whose results do not depend on how much padding there is; at most 25 rows it computes each
+distance directly. So a frame whose segment was padded above 25 rows in the published code is
+padded to at least 32 here and takes that matmul form, built directly from the gathered rows
+(no intermediate copies); the other frames stay at most 25 rows wide and use ``torch.cdist``.
 """
 
 from __future__ import annotations
@@ -51,16 +52,17 @@ def dpc_knn_frames(values: torch.Tensor, counts: list[int], clusters: list[int],
     buckets: dict[int, list[int]] = {}
     for t, (c, k) in enumerate(zip(counts, clusters)):
         if k > 0:
-            width = max(32, -(-c // 32) * 32) if matmul_path[t] else CDIST_MM_ROWS
+            width = max(32, -(-c // 16) * 16) if matmul_path[t] else CDIST_MM_ROWS
             buckets.setdefault(width, []).append(t)
+    sq_norms = values.pow(2).sum(dim=-1) if any(w > CDIST_MM_ROWS for w in buckets) else None
     for width, frames in buckets.items():
-        _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_offsets, knn,
-                    assign, centres)
+        _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets,
+                    cluster_offsets, knn, assign, centres)
     return assign, centres
 
 
-def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_offsets, knn,
-                assign, centres) -> None:
+def _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, cluster_offsets,
+                knn, assign, centres) -> None:
     device, dim = values.device, values.shape[1]
     g = len(frames)
     c, k, first_row, first_cluster, knn_tensor = to_device(
@@ -69,10 +71,10 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
          [min(clusters[t], knn) for t in frames]], device)
     pos = torch.arange(width, device=device)
     valid = pos[None, :] < c[:, None]  # [G, P]
-    rows = (first_row[:, None] + pos[None, :]).clamp(max=values.shape[0] - 1)
-    batch = values[rows].masked_fill_(~valid[..., None], 0.0)  # [G, P, D], zero padding
-
-    dist = torch.cdist(batch, batch) / math.sqrt(dim)  # [G, P, P]
+    # padding rows repeat the frame's last token: every distance of a valid pair depends only on
+    # the two rows involved, and distances to padding are masked below
+    rows = torch.minimum(first_row[:, None] + pos[None, :], first_row[:, None] + c[:, None] - 1)
+    dist = _distances(values, sq_norms, rows) / math.sqrt(dim)  # [G, P, P]
     dist = dist.masked_fill(~valid[:, None, :], math.inf)
 
     # density: exp(-mean of the k_t' smallest squared distances), frames grouped by k_t'
@@ -109,6 +111,26 @@ def _dpc_bucket(values, frames, width, counts, clusters, row_offsets, cluster_of
     picked = compact(is_centre.flatten(), sum(clusters[t] for t in frames))
     centre_ids = (first_cluster[:, None] + torch.arange(kmax, device=device)).flatten()[picked]
     centres[centre_ids] = (first_row[:, None] + top).flatten()[picked]
+
+
+def _distances(values: torch.Tensor, sq_norms: torch.Tensor | None,
+               rows: torch.Tensor) -> torch.Tensor:
+    """[G, P, P] ||z_i - z_j|| between the rows ``rows`` [G, P] of ``values``, bit for bit what
+    ``torch.cdist`` gives on the gathered batch."""
+    g, width = rows.shape
+    if width <= CDIST_MM_ROWS:
+        batch = values[rows]
+        return torch.cdist(batch, batch)
+    dim = values.shape[1]
+    flat = rows.reshape(-1)
+    lhs = torch.empty(g, width, dim + 2, dtype=values.dtype, device=values.device)
+    rhs = torch.empty_like(lhs)
+    torch.index_select(values, 0, flat, out=rhs.view(g * width, dim + 2)[:, :dim])
+    torch.mul(rhs[..., :dim], -2, out=lhs[..., :dim])
+    norms = sq_norms[rows]
+    lhs[..., dim], lhs[..., dim + 1] = norms, 1.0
+    rhs[..., dim], rhs[..., dim + 1] = 1.0, norms
+    return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min_(0).sqrt_()
 
 
 def to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:

@@ -19,21 +19,25 @@ class TritonOps(StageOps):
         self.kernels = flashvid_kernels
         self._norms: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _stats(self, x: torch.Tensor, event_mean: torch.Tensor | None):
-        norms, event = self.kernels.token_stats(x, event_mean)
-        self._norms = (x, norms)
-        return norms, event
-
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         if self._norms is None or self._norms[0] is not x:
-            self._stats(x, None)
+            self._norms = (x, self.kernels.token_stats(x)[0])
         return self._norms[1]
 
     @torch.no_grad()
-    def select(self, x, weights, event_mean, k, exclude, fill):
-        norms, event = self._stats(x, event_mean)
+    def event_relevance(self, x, means, starts, lengths):
+        # the stats kernel computes the norms in the same pass over the tokens
+        of_segment = torch.repeat_interleave(
+            to_device([list(range(len(lengths)))], x.device)[0],
+            to_device([lengths], x.device)[0], output_size=x.shape[0])
+        norms, event = self.kernels.token_stats(x, means[of_segment])
+        self._norms = (x, norms)
+        return event
+
+    @torch.no_grad()
+    def select(self, x, weights, event, k, exclude, fill):
         return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=event,
-                                        norms=norms)
+                                        norms=self.norms(x))
 
     @torch.no_grad()
     def edges(self, x, eligible, starts, lengths):
