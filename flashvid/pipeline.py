@@ -14,11 +14,11 @@ dtype; merged tokens are cast back to the input dtype; ADTS tokens are copied bi
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
 
+from . import workspace
 from .config import FlashVIDConfig
 from .reference import work_dtype
 from .spatial import CDIST_MM_ROWS, dpc_knn_frames, to_device
@@ -38,21 +38,19 @@ class StageOps:
 
     name = "abstract"
 
-    def event_relevance(self, x: torch.Tensor, means: torch.Tensor, starts: list[int],
-                        lengths: list[int]) -> torch.Tensor:
-        """[F, N] e = <x_{f,n}, mu_S> in the work dtype, mu_S = means[s] for the frames of
-        segment s (``means`` [S, D])."""
-        raise NotImplementedError
+    def prepare(self, starts: list[int], lengths: list[int]) -> None:
+        """The segment layout of the frames about to be processed (lets ``select`` compute the
+        adjacent-frame similarities in the same pass over the tokens). Optional."""
 
     def select(self, x: torch.Tensor, weights: torch.Tensor | None,
-               event: torch.Tensor | None, k: int, exclude: bool,
+               event_mean: torch.Tensor | None, k: int, exclude: bool,
                fill: float) -> torch.Tensor:
         """[F, k] int64 sorted local indices: greedy max-min selection in every frame.
 
-        D'(i, j) = (1 - cos(x_i, x_j)) * weights[f, j] * event[f, j] (each factor only when
-        given, applied in that order); first pick = argmax_j of column j's second-smallest
-        value, then k-1 steps of argmax of the running minimum (ties to the lowest index);
-        ``exclude`` scores picked tokens ``fill``.
+        D'(i, j) = ((1 - cos(x_i, x_j)) * weights[f, j]) * <x_j, event_mean[f]> (each factor
+        only when given); first pick = argmax_j of column j's second-smallest value, then k-1
+        steps of argmax of the running minimum (ties to the lowest index); ``exclude`` scores
+        picked tokens ``fill``.
         """
         raise NotImplementedError
 
@@ -65,56 +63,70 @@ class StageOps:
 
 
 class TorchOps(StageOps):
-    """Batched PyTorch stages: one bmm for all frames' Grams, one per segment for the edges.
+    """Batched PyTorch stages.
 
-    The unit-norm features are computed once into a workspace that each thread keeps between
-    calls on the CPU: there a fresh buffer the size of the input costs more in page faults than
-    the division itself (CUDA's caching allocator already reuses memory). The arithmetic is the
-    reference's, so float32 results are bit-identical to it.
+    The features are normalised once into a reused buffer (``flashvid.workspace``). One bmm
+    gives every frame's Gram; with ``adts`` the segment mean mu_S rides along as an extra row
+    of each frame, so the same product also yields the event term (1% more work instead of
+    another pass over the tokens). After ``prepare`` the adjacent-pair similarities are computed
+    in the same pass, one bmm per segment, and ``edges`` only masks and reduces them. Every
+    cosine is computed as the reference computes it (x / ||x||, then bmm), so float32 picks and
+    edges are bit-identical to the reference's (the event term is rounded differently, as the
+    reference's einsum form costs a pass per frame of the segment).
     """
 
     name = "torch"
-    _local = threading.local()
 
     def __init__(self) -> None:
-        self._unit: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._layout: tuple[list[int], list[int]] | None = None
+        self._pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prepare(self, starts, lengths):
+        self._layout = (list(starts), list(lengths))
 
     @torch.no_grad()
-    def unit(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-norm features in the work dtype (they only feed decisions: no autograd)."""
-        if self._unit is None or self._unit[0] is not x:
-            wd = work_dtype(x.dtype)
-            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
-            norms = norms.clamp_min(torch.finfo(wd).tiny)
-            out = self._buffer(x.shape, wd) if x.device.type == "cpu" else None
-            self._unit = (x, torch.div(x, norms, out=out))  # half / float32 -> float32
-        return self._unit[1]
-
-    @classmethod
-    def _buffer(cls, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        numel = shape.numel()
-        buf = getattr(cls._local, "buffer", None)
-        if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            buf = cls._local.buffer = torch.empty(numel, dtype=dtype)
-        return buf[:numel].view(shape)
+    def _front(self, x: torch.Tensor, gram: bool, event_mean: torch.Tensor | None,
+               layout: tuple[list[int], list[int]] | None):
+        """(cosine Grams [F, N, N] | None, event [F, N] | None, pair similarities [F, N, N] |
+        None): pairs[t] = <x^_t, x^_{t-1}> for the frames t that ``layout`` links to t-1,
+        -1 elsewhere."""
+        frames, n, dim = x.shape
+        wd, dev = work_dtype(x.dtype), x.device
+        extra = int(gram and event_mean is not None)
+        unit = workspace.buffer("unit", (frames, n + extra, dim), wd, dev)
+        norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
+        norms = norms.clamp_min(torch.finfo(wd).tiny)
+        torch.div(x, norms, out=unit[:, :n])  # half / float32 -> float32
+        grams = event = pairs = None
+        if gram:
+            if extra:
+                unit[:, n] = event_mean
+            full = torch.bmm(unit, unit.transpose(1, 2))  # [F, N(+1), N(+1)]
+            grams = full[:, :n, :n]
+            if extra:  # e_j = <x_j, mu> = ||x_j|| <x^_j, mu>
+                event = norms[:, :, 0] * full[:, :n, n]
+        runs = [(s, length) for s, length in zip(*layout) if length > 1] if layout else []
+        if runs:
+            pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
+            linked = torch.zeros(frames, dtype=torch.bool)
+            for s, length in runs:
+                cur, prev = unit[s + 1 : s + length, :n], unit[s : s + length - 1, :n]
+                torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
+                linked[s + 1 : s + length] = True
+            pairs[~linked.to(dev)] = -1.0
+        return grams, event, pairs
 
     @torch.no_grad()
-    def event_relevance(self, x, means, starts, lengths):
-        # one matrix-vector product per segment (a batched gemv per frame is twice as slow)
-        n, dim = x.shape[1:]
-        xw = x.detach().to(means.dtype)
-        return torch.cat([torch.mv(xw[s : s + length].reshape(-1, dim), means[i]).view(length, n)
-                          for i, (s, length) in enumerate(zip(starts, lengths))])
-
-    @torch.no_grad()
-    def select(self, x, weights, event, k, exclude, fill):
+    def select(self, x, weights, event_mean, k, exclude, fill):
         frames, n, _ = x.shape
-        xh = self.unit(x)
-        dist = 1.0 - torch.bmm(xh, xh.transpose(1, 2))  # [F, N(picked), N(candidate)]
+        grams, event, pairs = self._front(x, True, event_mean, self._layout)
+        if pairs is not None:
+            self._pairs = (x, pairs)
+        dist = grams.neg_().add_(1.0)  # 1 - cos: [F, N(picked), N(candidate)]
         if weights is not None:
-            dist = dist * weights[:, None, :]
+            dist.mul_(weights[:, None, :])
         if event is not None:
-            dist = dist * event[:, None, :]
+            dist.mul_(event[:, None, :])
         rows = torch.arange(frames, device=x.device)
         if n >= 2:
             first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
@@ -135,18 +147,20 @@ class TorchOps(StageOps):
     @torch.no_grad()
     def edges(self, x, eligible, starts, lengths):
         frames, n, _ = x.shape
-        xh = self.unit(x)
-        maxsim = torch.full((frames, n), -1.0, dtype=xh.dtype, device=x.device)
+        layout = (list(starts), list(lengths))
+        if self._pairs is not None and self._pairs[0] is x and self._layout == layout:
+            sims = self._pairs[1]
+        else:
+            sims = self._front(x, False, None, layout)[2]
+        maxsim = torch.full((frames, n), -1.0, dtype=work_dtype(x.dtype), device=x.device)
         parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
-        for s, length in zip(starts, lengths):
-            if length < 2:
-                continue
-            sim = torch.bmm(xh[s + 1 : s + length], xh[s : s + length - 1].transpose(1, 2))
-            sim.masked_fill_(~eligible[s : s + length - 1, None, :], -1.0)
-            best, arg = sim.max(dim=-1)
-            rows = eligible[s + 1 : s + length]
-            maxsim[s + 1 : s + length] = torch.where(rows, best, -1.0)
-            parent[s + 1 : s + length] = torch.where(rows, arg, -1)
+        if sims is None:
+            return maxsim, parent
+        sim = sims[1:].masked_fill_(~eligible[:-1, None, :], -1.0)  # [F-1, N(t), N(t-1)]
+        best, arg = sim.max(dim=-1)
+        rows = eligible[1:] & (best > -1.0)
+        maxsim[1:] = torch.where(eligible[1:], best, -1.0)
+        parent[1:] = torch.where(rows, arg, -1)
         return maxsim, parent
 
 
@@ -228,6 +242,7 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
                     device)  # host sync 1
 
     # ADTS (SPEC §6)
+    ops.prepare(seg.starts, seg.lengths)
     picked = adts(x, a, cfg, ops, seg, budget.adts, frame_means)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
     eligible.scatter_(1, picked, False)
@@ -275,15 +290,15 @@ def adts(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps, s
         return order[:, :k].sort(dim=-1).values
     wd = work_dtype(x.dtype)
     weights = a.to(wd) * 1e6 if cfg.selection in ("adts", "adts_v1") else None
-    event = None
+    event_mean = None
     if cfg.selection == "adts":  # e_j = <x_j, mu_S>, mu_S the mean of all tokens of the segment
         sums = torch.zeros(len(seg.lengths), x.shape[2], dtype=wd, device=x.device)
         sums.index_add_(0, seg.of_frame, frame_means)
         means = sums / count_into(seg.of_frame, len(seg.lengths), wd)[:, None]  # [S, D]
-        event = ops.event_relevance(x, means, seg.starts, seg.lengths)
+        event_mean = means[seg.of_frame]  # [F, D]
     exclude = cfg.dedupe or cfg.selection in ("adts_v1", "diversity")
     fill = -math.inf if cfg.dedupe else -1.0
-    return ops.select(x, weights, event, k, exclude, fill)
+    return ops.select(x, weights, event_mean, k, exclude, fill)
 
 
 @dataclass
@@ -407,12 +422,12 @@ def _merge(x, cfg, ops, seg, eligible, budget, first_row) -> tuple[_Merged, torc
 
     if any(plan.clusters):
         assign, centres = dpc(values, counts, plan, cfg)
-        in_dpc = compact(assign >= 0, total - kept_total)
         num = centres.numel()
-        sums = torch.zeros(num, dim, dtype=values.dtype, device=device)
-        sums.index_add_(0, assign[in_dpc], values[in_dpc])
-        sizes = count_into(assign[in_dpc], num, values.dtype)
-        row_of_target[in_dpc] = first_row + kept_total + assign[in_dpc]
+        slot = torch.where(assign >= 0, assign, num)  # row `num` discards the kept candidates
+        sums = torch.zeros(num + 1, dim, dtype=values.dtype, device=device)
+        sums.index_add_(0, slot, values)
+        sums, sizes = sums[:num], count_into(slot, num + 1, values.dtype)[:num]
+        row_of_target = torch.where(assign >= 0, first_row + kept_total + assign, row_of_target)
         gids.append(target_gid[centres])
         kinds.append(torch.full_like(centres, KIND_CLUSTER))
         vals.append(sums / sizes[:, None])

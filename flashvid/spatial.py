@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from . import workspace
 from .trees import compact
 
 CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
@@ -49,13 +50,19 @@ def dpc_knn_frames(values: torch.Tensor, counts: list[int], clusters: list[int],
     assign = torch.full((total,), -1, dtype=torch.long, device=device)
     centres = torch.empty(cluster_offsets[-1], dtype=torch.long, device=device)
 
-    buckets: dict[int, list[int]] = {}
+    groups: dict[int, list[int]] = {}  # frames of similar sizes (within 16), batched together
     for t, (c, k) in enumerate(zip(counts, clusters)):
         if k > 0:
-            width = max(32, -(-c // 16) * 16) if matmul_path[t] else CDIST_MM_ROWS
-            buckets.setdefault(width, []).append(t)
-    sq_norms = values.pow(2).sum(dim=-1) if any(w > CDIST_MM_ROWS for w in buckets) else None
-    for width, frames in buckets.items():
+            groups.setdefault(-(-c // 16) if matmul_path[t] else 0, []).append(t)
+    buckets = []  # (width: the group's largest count, frames)
+    for key, frames in groups.items():
+        widest = max(counts[t] for t in frames)
+        buckets.append((max(CDIST_MM_ROWS + 1, widest) if key else CDIST_MM_ROWS, frames))
+    sq_norms = None
+    if any(w > CDIST_MM_ROWS for w, _ in buckets):  # |z|^2 as torch.cdist computes it
+        squares = workspace.buffer("dpc_squares", tuple(values.shape), values.dtype, device)
+        sq_norms = torch.pow(values, 2, out=squares).sum(dim=-1)
+    for width, frames in buckets:
         _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets,
                     cluster_offsets, knn, assign, centres)
     return assign, centres
@@ -122,10 +129,10 @@ def _distances(values: torch.Tensor, sq_norms: torch.Tensor | None,
         batch = values[rows]
         return torch.cdist(batch, batch)
     dim = values.shape[1]
-    flat = rows.reshape(-1)
-    lhs = torch.empty(g, width, dim + 2, dtype=values.dtype, device=values.device)
-    rhs = torch.empty_like(lhs)
-    torch.index_select(values, 0, flat, out=rhs.view(g * width, dim + 2)[:, :dim])
+    shape = (g, width, dim + 2)
+    lhs = workspace.buffer("dpc_lhs", shape, values.dtype, values.device)
+    rhs = workspace.buffer("dpc_rhs", shape, values.dtype, values.device)
+    torch.index_select(values, 0, rows.reshape(-1), out=rhs.view(g * width, dim + 2)[:, :dim])
     torch.mul(rhs[..., :dim], -2, out=lhs[..., :dim])
     norms = sq_norms[rows]
     lhs[..., dim], lhs[..., dim + 1] = norms, 1.0

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from . import workspace
+
 
 def tree_roots(parent: torch.Tensor, max_depth: int) -> torch.Tensor:
     """[M] root of each token: follow ``parent`` ([M] int64, -1 = root) to the first root.
@@ -31,13 +33,15 @@ def aggregate_trees(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
 
     ``official`` (published, quirk Q1): subtree sum / (1 + direct children of the root);
     ``mean``: the true tree mean. Accumulates in ``x``'s dtype (the caller passes float32 or
-    float64 features). Tokens whose root is not a target are ignored.
+    float64 features). Tokens whose root is not a target are ignored. On the CPU the result is
+    a view of this thread's workspace (``flashvid.workspace``), valid until the next call.
     """
     count = targets.numel()
     slot = torch.full((x.shape[0],), count, dtype=torch.long, device=x.device)
     slot[targets] = torch.arange(count, device=x.device)
     member_slot = slot[root]  # [M]; `count` is a discard row for tokens outside the targets
-    sums = torch.zeros(count + 1, x.shape[1], dtype=x.dtype, device=x.device)
+    sums = workspace.buffer("tree_sums", (count + 1, x.shape[1]), x.dtype, x.device,
+                            grad=x.requires_grad).zero_()
     sums.index_add_(0, member_slot, x)
     if aggregation == "official":  # 1 + direct children of each target
         total = x.shape[0]
@@ -45,7 +49,7 @@ def aggregate_trees(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
         denom = 1.0 + children[targets]
     else:  # tree sizes
         denom = count_into(member_slot, count + 1, x.dtype)[:count]
-    return sums[:count] / denom.unsqueeze(-1)
+    return sums[:count].div_(denom.unsqueeze(-1))
 
 
 def count_into(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:

@@ -25,19 +25,12 @@ class TritonOps(StageOps):
         return self._norms[1]
 
     @torch.no_grad()
-    def event_relevance(self, x, means, starts, lengths):
-        # the stats kernel computes the norms in the same pass over the tokens
-        of_segment = torch.repeat_interleave(
-            to_device([list(range(len(lengths)))], x.device)[0],
-            to_device([lengths], x.device)[0], output_size=x.shape[0])
-        norms, event = self.kernels.token_stats(x, means[of_segment])
+    def select(self, x, weights, event_mean, k, exclude, fill):
+        # the stats kernel computes the norms and the event term in one pass over the tokens
+        norms, event = self.kernels.token_stats(x, event_mean)
         self._norms = (x, norms)
-        return event
-
-    @torch.no_grad()
-    def select(self, x, weights, event, k, exclude, fill):
         return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=event,
-                                        norms=self.norms(x))
+                                        norms=norms)
 
     @torch.no_grad()
     def edges(self, x, eligible, starts, lengths):

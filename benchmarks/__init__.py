@@ -1,0 +1,1 @@
+"""Benchmarks of FlashVID: ``python -m benchmarks`` is ``flashvid bench`` (see flashvid.bench)."""

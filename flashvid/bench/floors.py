@@ -1,0 +1,101 @@
+"""Floors: the least time each stage could take on this device, measured in the same run.
+
+* CPU: the batched matrix products a stage cannot avoid, timed on contiguous operands prepared
+  outside the timed region: each frame's Gram (``adts``), each within-segment adjacent pair's
+  similarity (``tstm``), each DPC frame's distance product at its exact size, frames grouped by
+  size (``dpc``: the inner products alone, so stricter than any distance routine; torch.cdist
+  itself is slower than our DPC); one read of the features for ``trees`` (it has no product);
+  the sum of the three products for ``compress``.
+* GPU: max(bytes / bandwidth, FLOPs / matmul rate), with the copy bandwidth and the matmul rate
+  of the input dtype measured on the device (TF32 off for float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..reference import work_dtype
+from .stages import Prepared
+
+
+def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
+    """Per stage (bytes it must move, FLOPs it must do), counted as DESIGN.md does."""
+    frames, n, dim = p.x.shape
+    es = p.x.element_size()
+    pairs = sum(length - 1 for length in p.seg.lengths)
+    dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.forest.counts, p.plan.clusters) if k)
+    candidates = sum(p.forest.counts)
+    tokens = frames * n * dim * es
+    work = {
+        "adts": (tokens + frames * n * p.a.element_size(), 2.0 * frames * n * n * dim),
+        "tstm": (tokens, 2.0 * pairs * n * n * dim),
+        "trees": (tokens + candidates * dim * 4, float(frames * n * dim)),
+        "dpc": (candidates * dim * 4, dpc_flops),
+    }
+    out_rows = frames * p.budget.total
+    work["compress"] = (tokens + out_rows * dim * es,
+                        work["adts"][1] + work["tstm"][1] + work["dpc"][1])
+    return work
+
+
+def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
+    """The unavoidable products of each stage, as callables on prepared operands."""
+    wd = work_dtype(p.x.dtype)
+    xw = p.x.to(wd)
+    xh = xw / xw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(wd).tiny)
+    cur = [t for s, e in p.spans for t in range(s + 1, e)]
+    a_pairs = xh[cur].contiguous() if cur else None
+    b_pairs = xh[[t - 1 for t in cur]].contiguous() if cur else None
+    groups: dict[int, list[torch.Tensor]] = {}
+    row = 0
+    for c, k in zip(p.forest.counts, p.plan.clusters):
+        if k:
+            groups.setdefault(c, []).append(p.values[row : row + c])
+        row += c
+    dpc_ops = [torch.stack(v) for v in groups.values()]
+
+    def gram():
+        return torch.bmm(xh, xh.transpose(1, 2))
+
+    def pairs():
+        return torch.bmm(a_pairs, b_pairs.transpose(1, 2)) if cur else None
+
+    def dpc():
+        return [torch.bmm(z, z.transpose(1, 2)) for z in dpc_ops]
+
+    def compress():
+        gram()
+        pairs()
+        dpc()
+
+    return {"adts": gram, "tstm": pairs, "trees": lambda: xw.sum(), "dpc": dpc,
+            "compress": compress}
+
+
+def gpu_ceilings(device: torch.device, dtype: torch.dtype,
+                 timer: Callable[[Callable[[], object]], float]) -> tuple[float, float]:
+    """(bandwidth bytes/s, matmul FLOP/s) measured on the device with random data."""
+    return _bandwidth(device, timer), _matmul_rate(device, dtype, timer)
+
+
+def _bandwidth(device: torch.device, timer: Callable[[Callable[[], object]], float]) -> float:
+    """Device-to-device copy of 1 GiB, counting the bytes read and written."""
+    src = torch.randn(256 * 2**20, device=device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * src.element_size() / timer(lambda: dst.copy_(src))
+
+
+def _matmul_rate(device: torch.device, dtype: torch.dtype,
+                 timer: Callable[[Callable[[], object]], float]) -> float:
+    """FLOP/s of a square matmul in ``dtype`` (TF32 off, so float32 is true float32)."""
+    size = 8192 if dtype in (torch.float16, torch.bfloat16) else 4096
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return 2.0 * size**3 / timer(lambda: a @ b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
