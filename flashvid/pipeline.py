@@ -92,7 +92,9 @@ class TorchOps(StageOps):
         -1 elsewhere."""
         frames, n, dim = x.shape
         wd, dev = work_dtype(x.dtype), x.device
-        extra = int(gram and event_mean is not None)
+        # with the event term, mu_S becomes row n, padded with zero rows to a multiple of 8 (MKL
+        # is markedly slower on odd row counts)
+        extra = (-(-(n + 1) // 8) * 8 - n) if gram and event_mean is not None else 0
         unit = workspace.buffer("unit", (frames, n + extra, dim), wd, dev)
         norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
         norms = norms.clamp_min(torch.finfo(wd).tiny)
@@ -101,7 +103,8 @@ class TorchOps(StageOps):
         if gram:
             if extra:
                 unit[:, n] = event_mean
-            full = torch.bmm(unit, unit.transpose(1, 2))  # [F, N(+1), N(+1)]
+                unit[:, n + 1 :] = 0.0
+            full = torch.bmm(unit, unit.transpose(1, 2))  # [F, N+extra, N+extra]
             grams = full[:, :n, :n]
             if extra:  # e_j = <x_j, mu> = ||x_j|| <x^_j, mu>
                 event = norms[:, :, 0] * full[:, :n, n]
