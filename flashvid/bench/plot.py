@@ -49,11 +49,13 @@ def plot_results(out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     written.append(_save(fig, out / "latency_vs_frames.png"))
 
-    # stage breakdown: one group of bars per stage, one bar per provider, per shape
-    shapes = sorted({(r["frames"], r["tokens"], r["dim"], r["dtype"]) for r in rows})
-    fig, axes = plt.subplots(1, len(shapes), figsize=(4.8 * len(shapes), 4.0), squeeze=False)
+    # stage breakdown: one group of bars per stage, one bar per provider, per shape timed by stage
+    key = lambda r: (r["frames"], r["tokens"], r["dim"], r["dtype"])  # noqa: E731
+    shapes = sorted({key(r) for r in rows if r["stage"] != "compress"})
+    fig, axes = plt.subplots(1, max(1, len(shapes)), figsize=(4.8 * max(1, len(shapes)), 4.0),
+                             squeeze=False)
     for ax, shape in zip(axes[0], shapes):
-        rs = [r for r in rows if (r["frames"], r["tokens"], r["dim"], r["dtype"]) == shape]
+        rs = [r for r in rows if key(r) == shape]
         stages = list(dict.fromkeys(r["stage"] for r in rs))
         providers = list(dict.fromkeys(r["provider"] for r in rs))
         width = 0.8 / max(1, len(providers))
