@@ -43,6 +43,13 @@ def plot_results(out: Path) -> list[Path]:
                     yerr=[[r["median_ms"] - r["p20_ms"] for r in rs],
                           [r["p80_ms"] - r["median_ms"] for r in rs]],
                     color=COLORS.get(provider), label=f"{provider} N={n} D={dim} {dtype}")
+    floors = defaultdict(dict)
+    for (_, n, dim, dtype), rs in series.items():
+        for r in rs:
+            floors[(n, dim, dtype)].setdefault(r["frames"], r["floor_ms"])
+    for (n, dim, dtype), by_frames in sorted(floors.items()):
+        f = sorted(by_frames)
+        ax.plot(f, [by_frames[k] for k in f], "k--", lw=1, label=f"floor N={n} D={dim} {dtype}")
     ax.set(xscale="log", yscale="log", xlabel="frames", ylabel="compress latency (ms)",
            title=f"FlashVID compress latency\n{device}")
     ax.grid(True, which="both", alpha=0.3)
