@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..compress import compress
+from ..compress import compress, compress_batch
 from ..config import FlashVIDConfig
 
 MIN_TRANSFORMERS = "5.23.0"
@@ -284,9 +284,19 @@ class Adapter:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared steps
-    def _run_compressor(self, tokens: torch.Tensor, importance: torch.Tensor) -> Any:
-        """Compress one video ([F, N, D], [F, N]) and check what the compressor returned."""
-        result = self.compressor(tokens, importance.to(tokens.dtype), self._config)
+    def _run_compressor(self, videos: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+        """Compress every video ([F, N, D], [F, N]) of a call and check what came back. The
+        default compressor takes them all in one ``compress_batch`` (one launch per kernel);
+        a custom one is called per video."""
+        if self.compressor is compress:
+            results = compress_batch([x for x, _ in videos],
+                                     [a.to(x.dtype) for x, a in videos], self._config)
+        else:
+            results = [self.compressor(x, a.to(x.dtype), self._config) for x, a in videos]
+        return [self._check_result(x, r) for (x, _), r in zip(videos, results)]
+
+    @staticmethod
+    def _check_result(tokens: torch.Tensor, result: Any) -> Any:
         out_tokens = getattr(result, "tokens", None)
         indices = getattr(result, "indices", None)
         frames, per_frame, dim = tokens.shape

@@ -156,10 +156,12 @@ class QwenVLAdapter(Adapter):
         features = list(out_video.pooler_output)
         deepstack = getattr(out_video, "deepstack_features", None)
         kept_features, kept_deep, records, video_entries = [], [], [], []
-        for v, ((row, cols), x, a, count) in enumerate(zip(slots, features, importance, counts)):
+        videos = [(x.view(int(a.shape[0]), -1, x.shape[-1]), a)
+                  for x, a in zip(features, importance)]
+        results = self._run_compressor(videos)
+        for v, ((row, cols), (tokens, a), count, result) in enumerate(
+                zip(slots, videos, counts, results)):
             frames = int(a.shape[0])
-            tokens = x.view(frames, -1, x.shape[-1])
-            result = self._run_compressor(tokens, a)
             kept = cols[result.indices.to(cols.device)]
             kept_features.append(result.tokens)
             if deepstack is not None:

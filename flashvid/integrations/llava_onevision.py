@@ -189,12 +189,13 @@ class LlavaOnevisionAdapter(Adapter):
         features, importance = self._encode(videos, layer, strategy)
         newline = self.base.image_newline.to(features.device, features.dtype)
         per_video_features, records, video_entries = [], [], []
-        start = 0
-        for (row, cols), frames, before in zip(slots, frame_counts, stock_counts):
-            x = features[start:start + frames]
-            a = importance[start:start + frames]
-            start += frames
-            result = self._run_compressor(x, a)
+        bounds = [0]
+        for frames in frame_counts:
+            bounds.append(bounds[-1] + frames)
+        videos = [(features[s:e], importance[s:e]) for s, e in zip(bounds, bounds[1:])]
+        results = self._run_compressor(videos)
+        for (row, cols), frames, before, (x, a), result in zip(slots, frame_counts, stock_counts,
+                                                              videos, results):
             tokens = self._with_newlines(result.tokens, result.indices, frames, x.shape[1],
                                          newline)
             per_video_features.append(tokens)
