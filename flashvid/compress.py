@@ -106,11 +106,12 @@ def stage_ops(backend: str) -> pipeline.StageOps:
 def resolve_backend(name: str, tokens: torch.Tensor) -> str:
     """The backend that runs. "auto" is triton on CUDA tensors (float16/bfloat16/float32, up to
     4096 tokens per frame, Triton installed) and torch otherwise."""
-    triton_ok, why = _triton_usable(tokens)
     if name == "auto":
-        return "triton" if triton_ok and tokens.is_cuda else "torch"
-    if name == "triton" and not triton_ok:
-        raise ValueError(f"backend 'triton' cannot run here: {why}")
+        return "triton" if tokens.is_cuda and _triton_usable(tokens)[0] else "torch"
+    if name == "triton":
+        ok, why = _triton_usable(tokens)
+        if not ok:
+            raise ValueError(f"backend 'triton' cannot run here: {why}")
     return name
 
 
