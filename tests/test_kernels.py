@@ -116,6 +116,17 @@ def test_tstm_edges_awkward_shapes(shape):
     check_edges(x, eligible.to(x.device), [0, 2])
 
 
+@pytest.mark.parametrize("n,dim,k", [(2048, 16, 3), (24, 8192, 6)], ids=["N2048", "D8192"])
+def test_kernel_size_limits(n, dim, k):
+    """The largest frames the kernels promise (Qwen at the highest resolution; wide features):
+    the Gram then lives in the L2 scratch, and D is tiled."""
+    x, a = random_video(2, n, dim, seed=n + dim)
+    check_select(x, a, k, "adts")
+    eligible = torch.ones(2, n, dtype=torch.bool, device=x.device)
+    eligible[:, ::3] = False
+    check_edges(x, eligible, [0])
+
+
 def test_many_segments_and_videos_in_one_launch():
     """Two 'videos' of 5 and 7 frames, cut into segments of 1-4 frames, in one launch each."""
     x, a = random_video(12, 196, 32, seed=9)
