@@ -4,8 +4,8 @@ Everything is batched over frames (and over videos: a batch is a flat frame list
 never cross a video boundary). The two heavy stages, ADTS selection and TSTM edges, come from a
 :class:`StageOps` implementation: :class:`TorchOps` (batched PyTorch, the CPU path) or the Triton
 kernels (``flashvid.triton_ops``). There are no per-token or per-frame Python loops; the host
-synchronises only where output sizes depend on the data (segment cuts, the rare soft-threshold
-check, the per-frame DPC sizes, the output size).
+synchronises twice on the common path, where output sizes depend on the data: the segment cuts
+(with the input checks) and the per-frame spatial-merge sizes (with the soft-threshold check).
 
 Arithmetic: ADTS, TSTM and DPC run in float32 (float64 for float64 input), whatever the input
 dtype; merged tokens are cast back to the input dtype; ADTS tokens are copied bit for bit.
@@ -20,16 +20,11 @@ import torch
 
 from . import workspace
 from .config import FlashVIDConfig
-from .reference import work_dtype
+from .reference import unit_rows, work_dtype
 from .spatial import CDIST_MM_ROWS, dpc_knn_frames, to_device
 from .trees import aggregate_trees, compact, count_into, tree_roots
 from .types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
 from .validation import check_values
-
-
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """x / ||x||_2 over the last dim (zero rows stay zero)."""
-    return x / x.norm(p=2, dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 # --------------------------------------------------------------------------- stage interface
@@ -189,19 +184,19 @@ def segment_lengths(x: torch.Tensor, video_frames: list[int], cfg: FlashVIDConfi
     values = torch.cat(fetched).tolist()
     if bounds is not None:
         check_values(values[-4:])
-    pairs = x.shape[0] - 1
-    sim_list, order_list = values[:pairs], [int(v) for v in values[pairs : 2 * pairs]]
+    count = x.shape[0] - 1
+    sim_list, order_list = values[:count], [int(v) for v in values[count : 2 * count]]
     lengths: list[int] = []
     start = 0
     for frames in video_frames:
-        pairs = range(start, start + frames - 1)
-        cuts = {t - start for t in pairs if sim_list[t] < cfg.segment_threshold}
+        cuts = {t - start for t in range(start, start + frames - 1)
+                if sim_list[t] < cfg.segment_threshold}
         missing = cfg.min_segments - (len(cuts) + 1)
         if cfg.complementary_segments and missing > 0 and frames > 1:
             ranked = [t - start for t in order_list if start <= t < start + frames - 1]
             cuts.update(ranked[: min(missing, frames - 1)])
-        bounds = [-1, *sorted(cuts), frames - 1]
-        lengths += [b - a for a, b in zip(bounds, bounds[1:]) if b > a]
+        ends = [-1, *sorted(cuts), frames - 1]
+        lengths += [b - a for a, b in zip(ends, ends[1:]) if b > a]
         start += frames
     return lengths
 
@@ -240,9 +235,11 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, ops: StageOps,
     device = x.device
     video_frames = video_frames or [frames]
     budget = cfg.budget(n)
-    frame_means = x.mean(dim=1, dtype=work_dtype(x.dtype))  # [F, D]
-    seg = make_segments(segment_lengths(x, video_frames, cfg, bounds, frame_means),
-                    device)  # host sync 1
+    frame_means = None  # [F, D], for DySeg and the event term
+    if (cfg.segment and frames > 1) or cfg.selection == "adts":
+        frame_means = x.mean(dim=1, dtype=work_dtype(x.dtype))
+    lengths = segment_lengths(x, video_frames, cfg, bounds, frame_means)  # host sync 1
+    seg = make_segments(lengths, device)
 
     # ADTS (SPEC §6)
     ops.prepare(seg.starts, seg.lengths)
