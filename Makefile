@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv, installs the project, runs `flashvid demo`: clips made from
 #               scikit-image's bundled photographs, compressed at 10%, summary + PNG figures
-#   make test   the same set-up, then the test suite (Triton kernels run in the CPU interpreter)
+#   make test   the same set-up, then the test suite (without a GPU the Triton kernels run in
+#               the CPU interpreter: tests/conftest.py sets TRITON_INTERPRET=1)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -23,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/flashvid demo
 
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(PY) -m pytest -q
+	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check flashvid flashvid_kernels benchmarks tests
