@@ -31,7 +31,6 @@ from .validation import check_values
 class StageOps:
     """The two heavy stages. Implementations must agree with flashvid.reference on float32."""
 
-    name = "abstract"
 
     def prepare(self, starts: list[int], lengths: list[int]) -> None:
         """The segment layout of the frames about to be processed (lets ``select`` compute the
@@ -70,7 +69,6 @@ class TorchOps(StageOps):
     reference's einsum form costs a pass per frame of the segment).
     """
 
-    name = "torch"
 
     def __init__(self) -> None:
         self._layout: tuple[list[int], list[int]] | None = None

@@ -11,7 +11,6 @@ from .spatial import to_device
 class TritonOps(StageOps):
     """ADTS selection and TSTM edges from the Triton kernels; token norms computed once."""
 
-    name = "triton"
 
     def __init__(self) -> None:
         import flashvid_kernels
