@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import torch
 
-from .bench import add_bench_command
 from .config import BACKENDS, SELECTIONS, FlashVIDConfig
 from .demo.cli import add_demo_commands
 
@@ -23,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_compress(sub)
     add_demo_commands(sub)
+    from benchmarks import add_bench_command
+
     add_bench_command(sub)
     args = parser.parse_args(argv)
     try:

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from . import pipeline, reference
+from .backends import get_backend
 from .config import FlashVIDConfig
 from .types import CompressedVideo
-from .validation import check_inputs, check_structure, check_values, value_bounds
+from .validation import check_inputs, check_structure
 
 
 def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfig | None = None,
@@ -36,13 +37,11 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
         cfg = cfg.replace(**overrides)
     check_structure(tokens, cls_attn)
     backend = resolve_backend(cfg.backend, tokens)
-    bounds = value_bounds(tokens, cls_attn)
     if backend == "reference":
-        check_values(bounds.tolist())
+        check_inputs(tokens, cls_attn)
         return reference.compress(tokens, cls_attn, cfg)
-    # the fast path fetches the bounds with its first host synchronisation and raises before
-    # anything is returned
-    return pipeline.run(tokens, cls_attn, cfg, stage_ops(backend), bounds=bounds)[0]
+    # the fast path checks the values with its first host synchronisation
+    return pipeline.run(tokens, cls_attn, cfg, get_backend(backend))[0]
 
 
 def compress_batch(tokens: Sequence[torch.Tensor], cls_attn: Sequence[torch.Tensor],
@@ -88,44 +87,27 @@ def compress_batch(tokens: Sequence[torch.Tensor], cls_attn: Sequence[torch.Tens
             continue
         x = torch.cat([tokens[i] for i in members]) if len(members) > 1 else x0
         a = torch.cat([cls_attn[i] for i in members]) if len(members) > 1 else cls_attn[members[0]]
-        outs = pipeline.run(x, a, cfg, stage_ops(backend), [tokens[i].shape[0] for i in members])
+        outs = pipeline.run(x, a, cfg, get_backend(backend), [tokens[i].shape[0] for i in members])
         for i, out in zip(members, outs):
             results[i] = out
     return results  # type: ignore[return-value]
-
-
-def stage_ops(backend: str) -> pipeline.StageOps:
-    """The heavy-stage implementation of a fast backend."""
-    if backend == "triton":
-        from .triton_ops import TritonOps
-
-        return TritonOps()
-    return pipeline.TorchOps()
 
 
 def resolve_backend(name: str, tokens: torch.Tensor) -> str:
     """The backend that runs. "auto" is triton on CUDA tensors (float16/bfloat16/float32, up to
     4096 tokens per frame, Triton installed) and torch otherwise."""
     if name == "auto":
-        return "triton" if tokens.is_cuda and _triton_usable(tokens)[0] else "torch"
+        if not tokens.is_cuda:
+            return "torch"
+        from .backends.triton import usable
+
+        return "triton" if usable(tokens)[0] else "torch"
     if name == "triton":
-        ok, why = _triton_usable(tokens)
+        from .backends.triton import usable
+
+        ok, why = usable(tokens)
         if not ok:
             raise ValueError(f"backend 'triton' cannot run here: {why}")
     return name
 
 
-def _triton_usable(tokens: torch.Tensor) -> tuple[bool, str]:
-    try:
-        import flashvid_kernels
-    except ImportError as err:  # pragma: no cover - triton is a Linux dependency
-        return False, f"Triton is not installed ({err}); use backend='torch'"
-    if tokens.dtype == torch.float64:
-        return False, "the kernels take float16/bfloat16/float32 tokens; use backend='torch' " \
-                      "or 'reference' for float64"
-    if tokens.shape[1] > 4096:
-        return False, f"the kernels take at most 4096 tokens per frame, got {tokens.shape[1]}"
-    if not (tokens.is_cuda or flashvid_kernels.interpreting()):
-        return False, "the kernels need CUDA tensors (or TRITON_INTERPRET=1 on the CPU); " \
-                      "use backend='torch' on the CPU"
-    return True, ""

@@ -7,10 +7,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import torch
+
 SELECTIONS = ("adts", "adts_v1", "attention", "diversity")
 AGGREGATIONS = ("official", "mean")
 TEMPORAL_MERGES = ("tstm", "ttm")
 BACKENDS = ("auto", "reference", "torch", "triton")
+PRESETS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl")
+# dtype names accepted by the command line and the benchmark
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float64": torch.float64}
 
 
 class Budget(NamedTuple):
@@ -145,15 +151,18 @@ class FlashVIDConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> FlashVIDConfig:
-        """A preset by name: llava_onevision, llava_video, qwen2_5_vl or qwen3_vl."""
-        key = name.replace("-", "_").replace(".", "_").lower()
-        factories = {"llava_onevision": cls.llava_onevision, "llava_ov": cls.llava_onevision,
-                     "llava_video": cls.llava_video, "qwen2_5_vl": cls.qwen2_5_vl,
-                     "qwen3_vl": cls.qwen3_vl}
-        if key not in factories:
-            raise ValueError(f"unknown preset {name!r}; expected one of "
-                             "'llava_onevision', 'llava_video', 'qwen2_5_vl', 'qwen3_vl'")
-        return factories[key](**overrides)
+        """A preset by name: one of ``PRESETS`` ("-" and "." may replace "_"; "llava_ov" is
+        llava_onevision)."""
+        return getattr(cls, preset_name(name))(**overrides)
+
+
+def preset_name(name: str) -> str:
+    """The canonical preset name of ``name`` (ValueError for an unknown one)."""
+    key = str(name).replace("-", "_").replace(".", "_").lower()
+    key = "llava_onevision" if key == "llava_ov" else key
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")
+    return key
 
 
 def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False,

@@ -8,9 +8,9 @@ All launchers take a flat list of frames (any mix of segments and videos) and ru
 tensors, or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1).
 """
 
-from ._runtime import interpreting
+from ._runtime import MAX_TOKENS, interpreting
 from .adts import adts_select
 from .stats import token_stats
 from .tstm import tstm_edges
 
-__all__ = ["adts_select", "interpreting", "token_stats", "tstm_edges"]
+__all__ = ["MAX_TOKENS", "adts_select", "interpreting", "token_stats", "tstm_edges"]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from flashvid.bench import FIELDS, PROVIDERS, STAGES
+from benchmarks import FIELDS, PROVIDERS, STAGES
 from flashvid.cli import main
 
 

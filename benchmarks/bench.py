@@ -25,20 +25,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import FlashVIDConfig
-from ..synthetic import synthetic_clip
+from flashvid.config import DTYPES, PRESETS, FlashVIDConfig, preset_name
+from flashvid.synthetic import synthetic_clip
+
 from .floors import cpu_floor_fns, gpu_ceilings, stage_work
 from .stages import STAGES, check, fast_stage, prepare, reference_stage
 
-SHAPE_PRESETS: dict[str, tuple[str, list[tuple[int, int, int]]]] = {
-    "llava-ov": ("llava_onevision", [(32, 196, 3584)]),
-    "llava-video": ("llava_video", [(64, 169, 3584)]),
-    "qwen2.5-vl": ("qwen2_5_vl", [(16, 1024, 3584)]),
-    "long": ("llava_onevision", [(160, 196, 3584), (512, 196, 3584), (1024, 196, 3584)]),
+# the workload of each configuration preset: frames x tokens per frame x dim of its published
+# evaluation (Qwen: 32 video frames = 16 temporal patches of 32x32 merged tokens)
+PRESET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "llava_onevision": (32, 196, 3584),
+    "llava_video": (64, 169, 3584),
+    "qwen2_5_vl": (16, 1024, 3584),
+    "qwen3_vl": (16, 1024, 4096),
 }
 QUICK = ("llava_onevision", [(12, 49, 64), (24, 49, 64)])
 PROVIDERS = ("reference", "torch", "triton")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_OUT = "bench-results"
 FIELDS = ["run", "time_utc", "device", "torch", "triton", "cuda", "git", "threads", "preset",
           "frames", "tokens", "dim", "dtype", "retention", "provider", "stage", "median_ms",
           "p20_ms", "p80_ms", "repeats", "floor_ms", "vs_reference", "vs_floor", "correct",
@@ -54,12 +57,17 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", action="append", choices=tuple(SHAPE_PRESETS),
-                   help="shape preset (repeatable; default llava-ov)")
+    p.add_argument("--preset", action="append", metavar="NAME",
+                   help="a configuration preset and its workload (repeatable; default "
+                        "llava_onevision): " + ", ".join(
+                            f"{k} {f}x{n}x{d}" for k, (f, n, d) in PRESET_SHAPES.items()))
     p.add_argument("--shape", action="append", metavar="FxNxD",
-                   help="an extra shape, frames x tokens x dim (repeatable)")
+                   help="an extra shape, frames x tokens x dim (repeatable), run with the "
+                        "--config preset")
+    p.add_argument("--config", default="llava_onevision", metavar="NAME",
+                   help=f"configuration preset for --shape and --quick (one of {list(PRESETS)})")
     p.add_argument("--quick", action="store_true", help="a small CPU run (two tiny shapes)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument("--dtype", choices=[d for d in DTYPES if d != "float64"], default="float32")
     p.add_argument("--retention", type=float, default=0.10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backends", default=None,
@@ -69,7 +77,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-time", type=float, default=1.0,
                    help="seconds of timed repeats to aim for (at least 3 repeats)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench-results", help="folder for bench.jsonl and bench.csv")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"folder for bench.jsonl and bench.csv (default: ./{DEFAULT_OUT})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the run (default: torch's default)")
     p.add_argument("--append", action="store_true", help="add to existing result files")
     p.add_argument("--plot", action="store_true",
                    help="draw PNG plots from the result files in --out (no timing)")
@@ -94,6 +105,10 @@ def run_command(args: argparse.Namespace) -> int:
         for path in plot_results(out):
             print(f"wrote {path}")
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     rows = run(args)
     out.mkdir(parents=True, exist_ok=True)
     write_results(rows, out, append=args.append)
@@ -106,11 +121,12 @@ def run_command(args: argparse.Namespace) -> int:
 def shapes_of(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, int, int]]]:
     """(label, config preset, shape) for every requested shape."""
     out = []
+    config = preset_name(args.config)
     if args.quick:
-        out += [("quick", QUICK[0], s) for s in QUICK[1]]
-    for name in args.preset or ([] if (args.quick or args.shape) else ["llava-ov"]):
-        preset, shapes = SHAPE_PRESETS[name]
-        out += [(name, preset, s) for s in shapes]
+        out += [("quick", config, s) for s in QUICK[1]]
+    for name in args.preset or ([] if (args.quick or args.shape) else ["llava_onevision"]):
+        preset = preset_name(name)
+        out.append((preset, preset, PRESET_SHAPES[preset]))
     for text in args.shape or []:
         try:
             f, n, d = (int(v) for v in text.lower().split("x"))
@@ -119,7 +135,7 @@ def shapes_of(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, int, 
                 from None
         if min(f, n, d) < 1:
             raise ValueError(f"--shape {text!r}: every size must be >= 1")
-        out.append(("custom", "llava_onevision", (f, n, d)))
+        out.append(("custom", config, (f, n, d)))
     return out
 
 
@@ -299,7 +315,7 @@ def _cpu_name() -> str:
 
 
 def _git_revision() -> str:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, check=True).stdout.strip()

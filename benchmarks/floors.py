@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..reference import work_dtype
+from flashvid.backends import work_dtype
+from flashvid.reference import spans
+
 from .stages import Prepared
 
 
@@ -25,10 +27,11 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
     frames, n, dim = p.x.shape
     es = p.x.element_size()
     pairs = sum(length - 1 for length in p.seg.lengths)
-    dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.forest.counts, p.plan.clusters) if k)
-    candidates = sum(p.forest.counts)
+    dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.counts, p.plan.clusters) if k)
+    candidates = sum(p.counts)
     tokens = frames * n * dim * es
     work = {
+        "dyseg": (tokens, float(frames * n * dim)),
         "adts": (tokens + frames * n * p.a.element_size(), 2.0 * frames * n * n * dim),
         "tstm": (tokens, 2.0 * pairs * n * n * dim),
         "trees": (tokens + candidates * dim * 4, float(frames * n * dim)),
@@ -45,12 +48,12 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     wd = work_dtype(p.x.dtype)
     xw = p.x.to(wd)
     xh = xw / xw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(wd).tiny)
-    cur = [t for s, e in p.spans for t in range(s + 1, e)]
+    cur = [t for s, e in spans(p.seg.lengths) for t in range(s + 1, e)]
     a_pairs = xh[cur].contiguous() if cur else None
     b_pairs = xh[[t - 1 for t in cur]].contiguous() if cur else None
     groups: dict[int, list[torch.Tensor]] = {}
     row = 0
-    for c, k in zip(p.forest.counts, p.plan.clusters):
+    for c, k in zip(p.counts, p.plan.clusters):
         if k:
             groups.setdefault(c, []).append(p.values[row : row + c])
         row += c
@@ -70,8 +73,8 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
         pairs()
         dpc()
 
-    return {"adts": gram, "tstm": pairs, "trees": lambda: xw.sum(), "dpc": dpc,
-            "compress": compress}
+    return {"dyseg": lambda: p.x.sum(dtype=wd), "adts": gram, "tstm": pairs,
+            "trees": lambda: xw.sum(), "dpc": dpc, "compress": compress}
 
 
 def gpu_ceilings(device: torch.device, dtype: torch.dtype,

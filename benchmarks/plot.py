@@ -74,7 +74,8 @@ def plot_results(out: Path) -> list[Path]:
         floors = [next(r["floor_ms"] for r in rs if r["stage"] == s) for s in stages]
         ax.scatter([k + 0.4 - width / 2 for k in range(len(stages))], floors, marker="_",
                    s=400, color="k", label="floor", zorder=3)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(stages))], stages)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(stages))], stages, rotation=30,
+                      ha="right")
         ax.set(yscale="log", ylabel="median time (ms)",
                title=f"{shape[0]}x{shape[1]}x{shape[2]} {shape[3]}")
         ax.grid(True, axis="y", which="both", alpha=0.3)

@@ -1,75 +1,107 @@
-"""DPC-kNN spatial merging (SPEC §8) batched over frames, without per-frame Python loops.
+"""Stage ``dpc`` (SPEC §8): the DPC-kNN spatial merge that enforces the budget, batched over
+frames without per-frame Python loops.
 
-Frames are grouped into a few buckets of similar token counts; each bucket is one padded batch.
-Bit-level agreement with the reference (and the published code) needs ``torch.cdist``'s
-arithmetic: above 25 rows it computes sqrt(clamp(bmm([-2x, |x|^2, 1], [y, 1, |y|^2]^T), 0)),
-whose results do not depend on how much padding there is; at most 25 rows it computes each
-distance directly. So a frame whose segment was padded above 25 rows in the published code is
-padded to at least 32 here and takes that matmul form, built directly from the gathered rows
-(no intermediate copies); the other frames stay at most 25 rows wide and use ``torch.cdist``.
+Each segment's merge budget B_merge * length is spread over its frames: frame t with c_t
+candidates gets ceil(c_t * ratio) clusters, ratio = budget / sum(c) (when ratio < 1; otherwise
+its candidates are kept as-is). Frames are grouped into a few buckets of similar candidate
+counts; each bucket is one padded batch. Bit-level agreement with the reference (and the
+published code) needs ``torch.cdist``'s arithmetic: above 25 rows it computes
+sqrt(clamp(bmm([-2x, |x|^2, 1], [y, 1, |y|^2]^T), 0)), whose results do not depend on how much
+padding there is; at most 25 rows it computes each distance directly. So a frame that takes the
+matmul path is padded to at least 26 rows here and takes that form, built directly from the
+gathered rows; the other frames stay at most 25 rows wide and use ``torch.cdist``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from . import workspace
-from .trees import compact
+from ..backends import Backend
+from ..config import Budget, FlashVIDConfig
+from .dyseg import Segments
+from .util import compact, to_device
 
 CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
 
 
-def dpc_knn_frames(values: torch.Tensor, counts: list[int], clusters: list[int],
-                   matmul_path: list[bool], knn: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cluster the tokens of many frames at once.
+@dataclass(frozen=True)
+class Plan:
+    """Per frame (host lists): clusters wanted (0 = keep every candidate as-is, when ``keep``),
+    whether the frame's distances take torch.cdist's matmul path."""
+
+    clusters: list[int]
+    matmul_path: list[bool]
+    keep: list[bool]
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Attributes:
+        assign: [C] int64 global cluster id of each candidate, -1 in frames kept as-is.
+        centres: [K] int64 candidate row of each cluster's centre (K = sum of clusters), the
+            clusters of a frame in descending score order.
+    """
+
+    assign: torch.Tensor
+    centres: torch.Tensor
+
+
+def plan(counts: list[int], seg: Segments, budget: Budget, cfg: FlashVIDConfig) -> Plan:
+    """SPEC §8: ceil(c_t * ratio) clusters per frame, ratio = merge budget / candidates of its
+    segment, when ratio < 1 (Python floats, as published)."""
+    clusters, matmul_path, keep = [], [], []
+    for start, length in zip(seg.starts, seg.lengths):
+        c = counts[start : start + length]
+        ratio = budget.merge * length / sum(c) if sum(c) else math.inf
+        cluster = cfg.spatial_merge and ratio < 1.0
+        clusters += [math.ceil(ct * ratio) if cluster else 0 for ct in c]
+        keep += [not cluster] * length
+        matmul_path += [max(c) > CDIST_MM_ROWS] * length
+    return Plan(clusters, matmul_path, keep)
+
+
+@torch.no_grad()
+def dpc(values: torch.Tensor, counts: list[int], plan: Plan, cfg: FlashVIDConfig,
+        backend: Backend) -> Clusters:
+    """Cluster the candidates of every frame with ``plan.clusters[t] > 0``.
 
     Args:
-        values: [C, D] float32/float64 tokens of all frames, frame after frame.
-        counts: tokens of each frame (sum C).
-        clusters: k_t clusters wanted in each frame; 0 leaves the frame alone.
-        matmul_path: per frame, whether its distances come from torch.cdist's matmul path.
-        knn: the largest k of the kNN density (k_t' = min(k_t, knn)).
-
-    Returns:
-        (assign [C] int64: global cluster id of each token, -1 in frames left alone;
-         centres [K] int64: row of ``values`` of each cluster's centre, K = sum(clusters),
-         clusters of a frame in descending score order).
-
+        values: [C] x [D] float32/float64 candidate tree values, frame after frame.
+        counts: candidates of each frame (sum C).
     All sizes come from the host lists, so nothing here synchronises with the device.
     """
     device = values.device
-    total, dim = values.shape
-    row_offsets = [0]
-    for c in counts:
+    total = values.shape[0]
+    row_offsets, cluster_offsets = [0], [0]
+    for c, k in zip(counts, plan.clusters):
         row_offsets.append(row_offsets[-1] + c)
-    cluster_offsets = [0]
-    for k in clusters:
         cluster_offsets.append(cluster_offsets[-1] + k)
     assign = torch.full((total,), -1, dtype=torch.long, device=device)
     centres = torch.empty(cluster_offsets[-1], dtype=torch.long, device=device)
 
     groups: dict[int, list[int]] = {}  # frames of similar sizes (within 16), batched together
-    for t, (c, k) in enumerate(zip(counts, clusters)):
+    for t, (c, k) in enumerate(zip(counts, plan.clusters)):
         if k > 0:
-            groups.setdefault(-(-c // 16) if matmul_path[t] else 0, []).append(t)
+            groups.setdefault(-(-c // 16) if plan.matmul_path[t] else 0, []).append(t)
     buckets = []  # (width: the group's largest count, frames)
     for key, frames in groups.items():
         widest = max(counts[t] for t in frames)
         buckets.append((max(CDIST_MM_ROWS + 1, widest) if key else CDIST_MM_ROWS, frames))
     sq_norms = None
     if any(w > CDIST_MM_ROWS for w, _ in buckets):  # |z|^2 as torch.cdist computes it
-        squares = workspace.buffer("dpc_squares", tuple(values.shape), values.dtype, device)
+        squares = backend.empty("dpc_squares", tuple(values.shape), values.dtype, device)
         sq_norms = torch.pow(values, 2, out=squares).sum(dim=-1)
     for width, frames in buckets:
-        _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets,
-                    cluster_offsets, knn, assign, centres)
-    return assign, centres
+        _bucket(values, sq_norms, frames, width, counts, plan.clusters, row_offsets,
+                cluster_offsets, cfg.dpc_knn, assign, centres, backend)
+    return Clusters(assign, centres)
 
 
-def _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, cluster_offsets,
-                knn, assign, centres) -> None:
+def _bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, cluster_offsets,
+            knn, assign, centres, backend) -> None:
     device, dim = values.device, values.shape[1]
     g = len(frames)
     c, k, first_row, first_cluster, knn_tensor = to_device(
@@ -81,7 +113,7 @@ def _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, 
     # padding rows repeat the frame's last token: every distance of a valid pair depends only on
     # the two rows involved, and distances to padding are masked below
     rows = torch.minimum(first_row[:, None] + pos[None, :], first_row[:, None] + c[:, None] - 1)
-    dist = _distances(values, sq_norms, rows) / math.sqrt(dim)  # [G, P, P]
+    dist = distances(values, sq_norms, rows, backend) / math.sqrt(dim)  # [G, P, P]
     dist = dist.masked_fill(~valid[:, None, :], math.inf)
 
     # density: exp(-mean of the k_t' smallest squared distances), frames grouped by k_t'
@@ -120,8 +152,8 @@ def _dpc_bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, 
     centres[centre_ids] = (first_row[:, None] + top).flatten()[picked]
 
 
-def _distances(values: torch.Tensor, sq_norms: torch.Tensor | None,
-               rows: torch.Tensor) -> torch.Tensor:
+def distances(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.Tensor,
+              backend: Backend) -> torch.Tensor:
     """[G, P, P] ||z_i - z_j|| between the rows ``rows`` [G, P] of ``values``, bit for bit what
     ``torch.cdist`` gives on the gathered batch."""
     g, width = rows.shape
@@ -130,20 +162,11 @@ def _distances(values: torch.Tensor, sq_norms: torch.Tensor | None,
         return torch.cdist(batch, batch)
     dim = values.shape[1]
     shape = (g, width, dim + 2)
-    lhs = workspace.buffer("dpc_lhs", shape, values.dtype, values.device)
-    rhs = workspace.buffer("dpc_rhs", shape, values.dtype, values.device)
+    lhs = backend.empty("dpc_lhs", shape, values.dtype, values.device)
+    rhs = backend.empty("dpc_rhs", shape, values.dtype, values.device)
     torch.index_select(values, 0, rows.reshape(-1), out=rhs.view(g * width, dim + 2)[:, :dim])
     torch.mul(rhs[..., :dim], -2, out=lhs[..., :dim])
     norms = sq_norms[rows]
     lhs[..., dim], lhs[..., dim + 1] = norms, 1.0
     rhs[..., dim], rhs[..., dim + 1] = 1.0, norms
     return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min_(0).sqrt_()
-
-
-def to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:
-    """Small host lists as int64 device tensors, in one copy (pinned and asynchronous on CUDA,
-    so the host does not wait for the device)."""
-    host = torch.tensor(lists, dtype=torch.long)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return list(host.to(device, non_blocking=True).unbind(0))

@@ -1,0 +1,90 @@
+"""Backends: the heavy per-frame operations of the fast path, behind one stateless interface.
+
+A backend computes, for a flat list of frames x [F, N, D]:
+
+* ``frame_stats``: the per-frame statistics the configured stages need (token norms, the ADTS
+  event relevance, and for the torch backend the cosine Grams and adjacent-frame similarities),
+  returned as a :class:`FrameStats` that the pipeline passes to the stages;
+* ``adts_select``: the greedy max-min selection of every frame (stage ``adts``);
+* ``tstm_edges``: each token's most similar eligible token of the previous frame (stage
+  ``tstm``);
+* ``empty``: scratch tensors for the stages (the torch backend reuses per-thread buffers on
+  the CPU; a scratch tensor stays valid until the same name is requested again on the thread).
+
+Backends keep no state between calls. ``torch`` is batched PyTorch (the CPU path, and a correct
+CUDA fallback); ``triton`` runs the kernels of ``flashvid_kernels``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import torch
+import torch as _torch  # the submodule .torch shadows the name `torch` in this namespace
+
+
+class FrameStats(NamedTuple):
+    """Per-frame statistics of x [F, N, D] (work dtype: float32, or float64 for float64 input).
+
+    Attributes:
+        norms: [F, N] token norms ||x||, at least the dtype's tiny.
+        event: [F, N] event relevance <x_j, mu_S> of each token with its segment's mean, or None.
+        gram: [F, N, N] cosine similarities within each frame, or None (backends that fuse the
+            Gram into ``adts_select`` leave it out).
+        pairs: [F, N, N] cosine similarities <x^_t,n, x^_t-1,m> for frames t that continue a
+            segment, -1 for segment starts; or None (fused into ``tstm_edges``).
+    """
+
+    norms: torch.Tensor
+    event: torch.Tensor | None = None
+    gram: torch.Tensor | None = None
+    pairs: torch.Tensor | None = None
+
+
+class Edges(NamedTuple):
+    """TSTM edges of a flat frame list.
+
+    Attributes:
+        parent: [F, N] int64 index in frame t-1 of each token's most similar eligible token
+            (first index on ties); -1 for ineligible tokens and segment starts.
+        maxsim: [F, N] work-dtype similarity to that parent; -1 where parent is -1.
+    """
+
+    parent: torch.Tensor
+    maxsim: torch.Tensor
+
+
+class Backend(Protocol):
+    """The interface of a fast backend (see the module docstring)."""
+
+    name: str
+
+    def frame_stats(self, x: torch.Tensor, *, event_mean: torch.Tensor | None, gram: bool,
+                    segments: object | None) -> FrameStats: ...
+
+    def adts_select(self, x: torch.Tensor, stats: FrameStats, weights: torch.Tensor | None,
+                    k: int, exclude: bool, fill: float) -> torch.Tensor: ...
+
+    def tstm_edges(self, x: torch.Tensor, stats: FrameStats, eligible: torch.Tensor,
+                   segments: object) -> Edges: ...
+
+    def empty(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+              device: torch.device, *, grad: bool = False) -> torch.Tensor: ...
+
+
+def get_backend(name: str) -> Backend:
+    """The fast backend called ``name`` ("torch" or "triton")."""
+    if name == "triton":
+        from .triton import TritonBackend
+
+        return TritonBackend()
+    if name == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend()
+    raise ValueError(f"unknown fast backend {name!r}; expected 'torch' or 'triton'")
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype decisions are computed in: float64 for float64 input, float32 otherwise."""
+    return _torch.float64 if dtype == _torch.float64 else _torch.float32

@@ -1,0 +1,136 @@
+"""The torch backend: batched PyTorch for the heavy stages (the CPU path; correct on CUDA too).
+
+The features are normalised once into a scratch buffer; one bmm gives every frame's Gram (with
+the ADTS event term, the segment mean mu_S rides along as an extra row of each frame, so the same
+product also yields <x_j, mu_S>); adjacent-frame similarities come from one bmm per segment.
+Every cosine is computed as the reference computes it (x / ||x||, then bmm), so float32 picks
+and edges are bit-identical to the reference's.
+
+On the CPU, large temporaries live in per-thread buffers reused from call to call (a fresh
+multi-megabyte tensor costs more in first-touch page faults than the arithmetic done in it).
+They are private to this backend and never returned to the caller of ``flashvid.compress``;
+``release()`` frees them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from . import Edges, FrameStats, work_dtype
+
+_local = threading.local()
+
+
+def release() -> None:
+    """Free this thread's reusable CPU buffers (they are reallocated on the next call)."""
+    _local.__dict__.pop("buffers", None)
+
+
+class TorchBackend:
+    """Batched PyTorch stages. ``reuse_buffers=False`` gives fresh scratch tensors (for callers
+    that keep stage results across calls, such as the benchmark)."""
+
+    name = "torch"
+
+    def __init__(self, reuse_buffers: bool = True) -> None:
+        self.reuse_buffers = reuse_buffers
+
+    # ------------------------------------------------------------------ scratch
+    def empty(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+              device: torch.device, *, grad: bool = False) -> torch.Tensor:
+        """An uninitialised [shape] tensor; on the CPU a view of this thread's buffer ``name``,
+        valid until ``name`` is requested again on this thread. ``grad``: the result will be
+        recorded by autograd (then it is always fresh, since a reused buffer would invalidate
+        saved tensors)."""
+        if not self.reuse_buffers or device.type != "cpu" or (grad and torch.is_grad_enabled()):
+            return torch.empty(shape, dtype=dtype, device=device)
+        cache = _local.__dict__.setdefault("buffers", {})
+        numel = 1
+        for s in shape:
+            numel *= s
+        buf = cache.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = cache[name] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def frame_stats(self, x, *, event_mean=None, gram=False, segments=None) -> FrameStats:
+        """Norms; with ``gram`` the cosine Grams (and, given ``event_mean`` [F, D], the event
+        term); with ``segments`` the adjacent-pair similarities of the frames that continue a
+        segment (-1 for segment starts)."""
+        frames, n, dim = x.shape
+        wd, dev = work_dtype(x.dtype), x.device
+        # with the event term, mu_S becomes row n, padded with zero rows to a multiple of 8 (MKL
+        # is markedly slower on odd row counts)
+        extra = (-(-(n + 1) // 8) * 8 - n) if gram and event_mean is not None else 0
+        unit = self.empty("unit", (frames, n + extra, dim), wd, dev)
+        norms = torch.linalg.vector_norm(x, dim=-1, dtype=wd)
+        norms = norms.clamp_min(torch.finfo(wd).tiny)
+        torch.div(x, norms[:, :, None], out=unit[:, :n])  # half / float32 -> float32
+        grams = event = pairs = None
+        if gram:
+            if extra:
+                unit[:, n] = event_mean
+                unit[:, n + 1 :] = 0.0
+            full = torch.bmm(unit, unit.transpose(1, 2))  # [F, N+extra, N+extra]
+            grams = full[:, :n, :n]
+            if extra:  # e_j = <x_j, mu> = ||x_j|| <x^_j, mu>
+                event = norms * full[:, :n, n]
+        if segments is not None:
+            runs = [(s, length) for s, length in zip(segments.starts, segments.lengths)
+                    if length > 1]
+            if runs:
+                pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
+                linked = torch.zeros(frames, dtype=torch.bool)
+                for s, length in runs:
+                    cur, prev = unit[s + 1 : s + length, :n], unit[s : s + length - 1, :n]
+                    torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
+                    linked[s + 1 : s + length] = True
+                pairs[~linked.to(dev)] = -1.0
+        return FrameStats(norms, event, grams, pairs)
+
+    # ------------------------------------------------------------------ adts
+    @torch.no_grad()
+    def adts_select(self, x, stats, weights, k, exclude, fill) -> torch.Tensor:
+        """[F, k] int64 sorted picks of the greedy max-min selection (see stages.adts)."""
+        frames, n, _ = x.shape
+        dist = stats.gram.neg_().add_(1.0)  # 1 - cos: [F, N(picked), N(candidate)], in place
+        if weights is not None:
+            dist.mul_(weights[:, None, :])
+        if stats.event is not None:
+            dist.mul_(stats.event[:, None, :])
+        rows = torch.arange(frames, device=x.device)
+        if n >= 2:
+            first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
+        else:
+            first = torch.zeros(frames, dtype=torch.long, device=x.device)
+        picks = [first]
+        running = dist[rows, first]  # [F, N] min over picked rows
+        chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
+        chosen[rows, first] = True
+        for _ in range(k - 1):
+            score = running.masked_fill(chosen, fill) if exclude else running
+            j = score.argmax(dim=-1)
+            picks.append(j)
+            chosen[rows, j] = True
+            running = torch.minimum(running, dist[rows, j])
+        return torch.stack(picks, dim=1).sort(dim=1).values
+
+    # ------------------------------------------------------------------ tstm
+    @torch.no_grad()
+    def tstm_edges(self, x, stats, eligible, segments) -> Edges:
+        """Most similar eligible previous-frame token, from ``stats.pairs``."""
+        frames, n, _ = x.shape
+        maxsim = torch.full((frames, n), -1.0, dtype=work_dtype(x.dtype), device=x.device)
+        parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
+        if stats.pairs is None:
+            return Edges(parent, maxsim)
+        sim = stats.pairs[1:].masked_fill_(~eligible[:-1, None, :], -1.0)  # [F-1, N(t), N(t-1)]
+        best, arg = sim.max(dim=-1)
+        rows = eligible[1:] & (best > -1.0)
+        maxsim[1:] = torch.where(eligible[1:], best, -1.0)
+        parent[1:] = torch.where(rows, arg, -1)
+        return Edges(parent, maxsim)

@@ -1,0 +1,34 @@
+"""Small tensor helpers shared by the stages (no host synchronisation in any of them)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """x / ||x||_2 along the last dim (a zero row stays zero)."""
+    return x / x.norm(p=2, dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def count_into(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """[size] how often each value occurs in ``index`` (a bincount that does not synchronise)."""
+    ones = torch.ones(index.shape, dtype=dtype, device=index.device)
+    return torch.zeros(size, dtype=dtype, device=index.device).index_add_(0, index, ones)
+
+
+def compact(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """[size] ascending positions of the True entries of a flat ``mask`` whose count the caller
+    already knows (``mask.nonzero()`` without the host synchronisation)."""
+    slot = torch.cumsum(mask, 0) - 1
+    out = torch.empty(size + 1, dtype=torch.long, device=mask.device)
+    out.scatter_(0, torch.where(mask, slot, size), torch.arange(mask.numel(), device=mask.device))
+    return out[:size]
+
+
+def to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:
+    """Small host lists as int64 device tensors, in one copy (pinned and asynchronous on CUDA,
+    so the host does not wait for the device)."""
+    host = torch.tensor(lists, dtype=torch.long)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return list(host.to(device, non_blocking=True).unbind(0))
