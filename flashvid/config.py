@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 SELECTIONS = ("adts", "adts_v1", "attention", "diversity")
@@ -84,6 +86,9 @@ class FlashVIDConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
+        # numpy scalars (np.float32, np.int64, np.bool_) become Python numbers
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _plain(getattr(self, f.name)))
         _check_real("retention_ratio", self.retention_ratio, 0.0, 1.0, low_open=True)
         _check_real("expansion", self.expansion, 0.0, math.inf, low_open=True, high_open=True)
         _check_real("alpha", self.alpha, 0.0, 1.0)
@@ -101,6 +106,11 @@ class FlashVIDConfig:
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("temporal_merge", self.temporal_merge, TEMPORAL_MERGES)
         _check_choice("backend", self.backend, BACKENDS)
+        if not self.retention_ratio * self.expansion > 0.0:
+            raise ValueError(
+                f"FlashVIDConfig: retention_ratio * expansion = {self.retention_ratio!r} * "
+                f"{self.expansion!r} rounds to 0, so no token would be kept; expected a product "
+                "above 0 (at least one token per frame)")
 
     # ------------------------------------------------------------------ derived quantities
     def budget(self, tokens_per_frame: int) -> Budget:
@@ -113,7 +123,10 @@ class FlashVIDConfig:
         n = int(tokens_per_frame)
         if n < 1:
             raise ValueError(f"tokens_per_frame must be >= 1, got {tokens_per_frame}")
-        total = min(n, math.ceil(n * self.retention_ratio * self.expansion))
+        if self.retention_ratio * self.expansion >= 1.0:  # every token (n * r * e may overflow)
+            total = n
+        else:
+            total = min(n, math.ceil(n * self.retention_ratio * self.expansion))
         adts = math.ceil(total * self.alpha)
         return Budget(total, adts, total - adts)
 
@@ -163,6 +176,19 @@ def preset_name(name: str) -> str:
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")
     return key
+
+
+def _plain(value: Any) -> Any:
+    """A numpy (or other numbers.*) scalar as the Python bool/int/float it stands for."""
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, np.bool_):  # not a numbers.Number
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
 
 
 def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False,

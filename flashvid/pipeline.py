@@ -5,7 +5,8 @@ never cross a video boundary. The stages (``flashvid.stages``) return decisions;
 per-frame work comes from a backend (``flashvid.backends``). There are no per-token or per-frame
 Python loops. The host synchronises twice, at the two places where output sizes depend on the
 data, both marked below: the segment cuts (fetched together with the input checks) and the
-per-frame spatial-merge sizes.
+per-frame spatial-merge sizes. float16 input with the published "official" tree arithmetic
+takes a third, to check that no merged token overflows float16.
 
 Arithmetic: decisions are made in float32 (float64 for float64 input) whatever the input dtype;
 merged tokens are cast back to the input dtype; ADTS tokens are copied bit for bit.
@@ -27,7 +28,7 @@ from .stages.dpc import dpc
 from .stages.trees import trees
 from .stages.tstm import tstm
 from .types import CompressedVideo
-from .validation import check_values, value_bounds
+from .validation import check_values, overflow_error, value_bounds
 
 
 def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, backend: Backend,
@@ -73,4 +74,10 @@ def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, backend: Backend,
         plan = dpc_stage.plan(counts, seg, budget, cfg)
         clusters = dpc(tree.values, counts, plan, cfg, backend) if any(plan.clusters) else None
         merge = Merge(tree, counts, plan, clusters)
-    return assemble(x, picks, eligible, seg, video_frames, budget, cfg, merge)
+    out = assemble(x, picks, eligible, seg, video_frames, budget, cfg, merge)
+    if out.overflow is not None:
+        overflow, peak = torch.stack([out.overflow.double(), out.merged_peak.double()]).tolist()
+        # host sync 3 (float16, official aggregation): merged tokens representable
+        if overflow:
+            raise overflow_error(peak, cfg.aggregation)
+    return out.videos

@@ -23,6 +23,13 @@ def check_structure(tokens: object, cls_attn: object) -> None:
     for name, value in (("tokens", tokens), ("cls_attn", cls_attn)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.is_nested or value.layout != torch.strided:
+            kind = "nested" if value.is_nested else f"{value.layout} (sparse)"
+            raise TypeError(f"{name} must be a dense (strided) tensor, got a {kind} tensor; "
+                            "convert it with .to_dense() or torch.nested.to_padded_tensor()")
+        if value.device.type == "meta":
+            raise TypeError(f"{name} is on the 'meta' device, which holds no values; expected "
+                            "a tensor with data (cpu, cuda, ...)")
         if value.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), "
@@ -91,6 +98,29 @@ def check_values(bounds: list[float]) -> None:
             f"tokens reach magnitude {peak:.3g}; expected |x| <= {MAX_ABS_TOKEN:g} so that "
             "float32 norms and distances cannot overflow (rescale the features)"
         )
+
+
+def check_representable(values: torch.Tensor, dtype: torch.dtype, aggregation: str) -> None:
+    """Raise ValueError if merged ``values`` (work dtype) overflow ``dtype`` (a sync on CUDA).
+
+    Only float16 can overflow here (its largest value is 65504; inputs are checked to be finite
+    and tree means stay within the inputs' range), and only with ``aggregation="official"``,
+    whose root value is a subtree sum over 1 + the direct children, so it grows with the length
+    of a chain of merges.
+    """
+    if dtype != torch.float16 or values.numel() == 0:
+        return
+    if bool(torch.isinf(values.to(dtype)).any()):
+        raise overflow_error(float(values.abs().amax()), aggregation)
+
+
+def overflow_error(peak: float, aggregation: str) -> ValueError:
+    """The error for merged tokens that float16 cannot represent."""
+    return ValueError(
+        f"merged tokens reach magnitude {peak:.4g}, beyond float16's largest value 65504: "
+        f"aggregation={aggregation!r} sums each tree over 1 + its direct children, so long "
+        "chains of merged tokens grow; pass aggregation='mean' (the true tree mean), or the "
+        "tokens in bfloat16/float32, or scale the features down")
 
 
 def _finite(v: float) -> bool:

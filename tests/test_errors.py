@@ -67,11 +67,20 @@ def test_tensors_on_different_devices():
         flashvid.compress(x.cpu(), a.to(device()))
 
 
-def test_different_devices_via_meta():
-    """The device check runs before any arithmetic (a meta tensor stands in for a second device)."""
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("kind", ["meta", "sparse", "sparse_csr", "nested"])
+def test_tensor_kinds_without_dense_values_are_rejected(kind):
+    """Meta, sparse and nested tensors get a TypeError naming the kind, before any arithmetic."""
     x, a = video()
-    with pytest.raises(ValueError, match="same device"):
-        flashvid.compress(x.cpu(), torch.empty(a.shape, device="meta"))
+    make = {"meta": lambda t: torch.empty(t.shape, device="meta"),
+            "sparse": lambda t: t.cpu().to_sparse(),
+            "sparse_csr": lambda t: t.cpu().reshape(t.shape[0], -1).to_sparse_csr(),
+            "nested": lambda t: torch.nested.nested_tensor(list(t.cpu()))}[kind]
+    with pytest.raises(TypeError, match="meta|dense"):
+        flashvid.compress(x, make(a))
+    if kind != "sparse_csr":
+        with pytest.raises(TypeError, match="meta|dense"):
+            flashvid.compress(make(x), a)
 
 
 BAD_CONFIG = [
@@ -95,6 +104,7 @@ BAD_CONFIG = [
     ({"aggregation": "sum"}, ValueError, r"aggregation must be one of \['official', 'mean'\]"),
     ({"backend": "cuda"}, ValueError, r"backend must be one of"),
     ({"dedupe": 1}, TypeError, r"dedupe must be a bool"),
+    ({"retention_ratio": 1e-200, "expansion": 1e-200}, ValueError, r"rounds to 0"),
     ({"retention": 0.1}, TypeError, r"unknown FlashVIDConfig field\(s\) \['retention'\]"),
 ]
 
@@ -123,6 +133,58 @@ def test_config_is_frozen_and_presets_differ():
         flashvid.FlashVIDConfig.preset("llava-next")
     with pytest.raises(TypeError, match="config must be a FlashVIDConfig"):
         flashvid.compress(*video(), config={"retention_ratio": 0.1})
+
+
+def test_numpy_scalars_in_the_config():
+    """numpy scalars (as from arrays or argparse-free configs) are accepted as the Python numbers
+    they stand for."""
+    cfg = flashvid.FlashVIDConfig(retention_ratio=np.float32(0.25), expansion=np.float64(1.25),
+                                  min_segments=np.int64(4), dpc_knn=np.int32(5),
+                                  dedupe=np.bool_(True))
+    assert (type(cfg.retention_ratio), type(cfg.min_segments), type(cfg.dedupe)) == \
+        (float, int, bool)
+    assert cfg.budget(196) == flashvid.FlashVIDConfig(
+        retention_ratio=float(np.float32(0.25)), min_segments=4, dpc_knn=5,
+        dedupe=True).budget(196)
+    with pytest.raises(TypeError, match="min_segments must be an int"):
+        flashvid.FlashVIDConfig(min_segments=np.float32(4))
+
+
+def test_budget_never_overflows():
+    """retention * expansion >= 1 keeps every token, however large the product."""
+    cfg = flashvid.FlashVIDConfig(retention_ratio=1.0, expansion=1e308)
+    assert tuple(cfg.budget(196)) == (196, 138, 58)
+    x, a = video()
+    assert flashvid.compress(x, a, cfg).tokens.shape[0] >= x.shape[0] * x.shape[1]
+
+
+def test_float16_overflow_is_an_error_not_inf():
+    """Finite float16 input never gives Inf: the published tree arithmetic grows with chain
+    length, and a result float16 cannot hold raises, naming the remedy."""
+    base = torch.tensor([[48000., 0.], [0., 48000.], [-48000., 0.], [0., -48000.]])
+    x = base.expand(3, 4, 2).half().contiguous().to(device())
+    a = torch.full((3, 4), .25, dtype=torch.float16, device=device())
+    kw = dict(retention_ratio=.25, alpha=.5, segment=False)
+    for backend in ("reference", "torch"):
+        with pytest.raises(ValueError, match="aggregation='mean'"):
+            flashvid.compress(x, a, backend=backend, **kw)
+        out = flashvid.compress(x, a, backend=backend, aggregation="mean", **kw)
+        assert bool(torch.isfinite(out.tokens).all())
+        assert bool(torch.isfinite(flashvid.compress(x.float(), a.float(), backend=backend,
+                                                     **kw).tokens).all())
+
+
+def test_inference_mode_then_no_grad():
+    """A call inside torch.inference_mode() must not break later calls on the thread (the CPU
+    path reuses buffers)."""
+    x, a = video(8, 64, 32)
+    with torch.inference_mode():
+        first = flashvid.compress(x, a, backend="torch")
+    with torch.no_grad():
+        again = flashvid.compress(x, a, backend="torch")
+    plain = flashvid.compress(x, a, backend="torch")
+    assert torch.equal(first.indices, again.indices) and torch.equal(again.indices, plain.indices)
+    assert torch.equal(first.tokens, plain.tokens)
 
 
 def test_numpy_inputs_are_rejected_not_converted():

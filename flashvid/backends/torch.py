@@ -1,10 +1,10 @@
 """The torch backend: batched PyTorch for the heavy stages (the CPU path; correct on CUDA too).
 
-The features are normalised once into a scratch buffer; one bmm gives every frame's Gram (with
-the ADTS event term, the segment mean mu_S rides along as an extra row of each frame, so the same
-product also yields <x_j, mu_S>); adjacent-frame similarities come from one bmm per segment.
-Every cosine is computed as the reference computes it (x / ||x||, then bmm), so float32 picks
-and edges are bit-identical to the reference's.
+The features are normalised once into a scratch buffer; one bmm gives every frame's Gram, one bmm
+per segment the adjacent-frame similarities, one bmm against [mu_S, 0] the ADTS event term.
+Every statistic is computed as the reference computes it (the same operations on tensors of the
+same per-frame shapes), so on float32 input the picks, edges and clusters are bit-identical to
+the reference's.
 
 On the CPU, large temporaries live in per-thread buffers reused from call to call (a fresh
 multi-megabyte tensor costs more in first-touch page faults than the arithmetic done in it).
@@ -52,7 +52,10 @@ class TorchBackend:
             numel *= s
         buf = cache.get(name)
         if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            buf = cache[name] = torch.empty(numel, dtype=dtype)
+            # a normal tensor even inside torch.inference_mode(), so that later calls outside it
+            # may still write into it
+            with torch.inference_mode(False):
+                buf = cache[name] = torch.empty(numel, dtype=dtype)
         return buf[:numel].view(shape)
 
     # ------------------------------------------------------------------ statistics
@@ -63,22 +66,18 @@ class TorchBackend:
         segment (-1 for segment starts)."""
         frames, n, dim = x.shape
         wd, dev = work_dtype(x.dtype), x.device
-        # with the event term, mu_S becomes row n, padded with zero rows to a multiple of 8 (MKL
-        # is markedly slower on odd row counts)
-        extra = (-(-(n + 1) // 8) * 8 - n) if gram and event_mean is not None else 0
-        unit = self.empty("unit", (frames, n + extra, dim), wd, dev)
-        norms = torch.linalg.vector_norm(x, dim=-1, dtype=wd)
+        unit = self.empty("unit", (frames, n, dim), wd, dev)
+        norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
         norms = norms.clamp_min(torch.finfo(wd).tiny)
-        torch.div(x, norms[:, :, None], out=unit[:, :n])  # half / float32 -> float32
+        torch.div(x, norms, out=unit)  # half / float32 -> float32
+        norms = norms[:, :, 0]
         grams = event = pairs = None
         if gram:
-            if extra:
-                unit[:, n] = event_mean
-                unit[:, n + 1 :] = 0.0
-            full = torch.bmm(unit, unit.transpose(1, 2))  # [F, N+extra, N+extra]
-            grams = full[:, :n, :n]
-            if extra:  # e_j = <x_j, mu> = ||x_j|| <x^_j, mu>
-                event = norms * full[:, :n, n]
+            grams = torch.bmm(unit, unit.transpose(1, 2))  # [F, N, N]
+        if event_mean is not None:  # e_j = <x_j, mu_S>: [N, D] x [D, 2] per frame, as reference
+            mu = torch.zeros(frames, dim, 2, dtype=wd, device=dev)
+            mu[:, :, 0] = event_mean
+            event = torch.bmm(x.to(wd), mu)[:, :, 0]
         if segments is not None:
             runs = [(s, length) for s, length in zip(segments.starts, segments.lengths)
                     if length > 1]
@@ -86,7 +85,7 @@ class TorchBackend:
                 pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
                 linked = torch.zeros(frames, dtype=torch.bool)
                 for s, length in runs:
-                    cur, prev = unit[s + 1 : s + length, :n], unit[s : s + length - 1, :n]
+                    cur, prev = unit[s + 1 : s + length], unit[s : s + length - 1]
                     torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
                     linked[s + 1 : s + length] = True
                 pairs[~linked.to(dev)] = -1.0

@@ -8,9 +8,10 @@ import torch
 
 from ..config import FlashVIDConfig
 from ..types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
+from ..validation import check_representable
 from .adts import adts
 from .dpc import dpc
-from .dyseg import dyseg
+from .dyseg import dyseg, frame_means
 from .trees import trees
 from .tstm import tstm
 from .util import spans
@@ -18,12 +19,17 @@ from .util import spans
 
 def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
              config: FlashVIDConfig) -> CompressedVideo:
-    """The whole vision-side pipeline on one video (inputs already validated)."""
+    """The whole vision-side pipeline on one video (inputs already validated).
+
+    Decisions and merged values are computed in float32 for half-precision input (float64 for
+    float64); merged rows are cast back to the input dtype, ADTS rows are copied.
+    """
     frames, n, dim = tokens.shape
     device = tokens.device
     budget = config.budget(n)
     lengths = dyseg(tokens, config)
-    picks = adts(tokens, cls_attn, lengths, config, budget.adts)  # [F, k]
+    means = frame_means(tokens) if config.selection == "adts" else None
+    picks = adts(tokens, cls_attn, lengths, config, budget.adts, means)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
     eligible.scatter_(1, picks, False)
 
@@ -53,8 +59,13 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
     rank = torch.empty(len(order), dtype=torch.long, device=device)
     rank[order] = torch.arange(len(order), device=device)
     source = torch.where(row_of >= 0, rank[row_of.clamp_min(0)] if order else row_of, row_of)
+    rows = [out.value[r] for r in order]
+    merged_rows = [out.value[r] for r in order if out.kind[r] != KIND_ADTS]
+    if merged_rows:
+        check_representable(torch.stack(merged_rows), tokens.dtype, config.aggregation)
     return CompressedVideo(
-        tokens=torch.stack([out.value[r] for r in order]) if order else tokens.new_zeros(0, dim),
+        tokens=torch.stack([v.to(tokens.dtype) for v in rows]) if order
+        else tokens.new_zeros(0, dim),
         indices=torch.tensor([out.index[r] for r in order], dtype=torch.long, device=device),
         kinds=torch.tensor([out.kind[r] for r in order], dtype=torch.int8, device=device),
         source=source.view(frames, n),

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from .util import spans
+from .util import spans, work_dtype
 
 
 def trees(tokens: torch.Tensor, parent: torch.Tensor, merged: torch.Tensor, lengths: list[int],
           aggregation: str) -> torch.Tensor:
-    """[F, N, D] tree values, valid at the roots (SPEC §7), in the input dtype.
+    """[F, N, D] tree values in the work dtype (float32 for half input), valid at the roots.
 
     In each segment, frames run from last to first: each root is finalised as acc / cnt, each
     merged token's accumulated sum is added to its parent. ``official`` counts +1 per direct
     child (quirk Q1: subtree sum / (1 + direct children)); ``mean`` propagates subtree sizes
     (the true tree mean).
     """
-    out = tokens.clone()
+    out = tokens.to(work_dtype(tokens.dtype)).clone()
     for start, end in spans(lengths):
-        out[start:end] = _segment_trees(tokens[start:end], merged[start:end],
-                                        parent[start:end], aggregation)
+        out[start:end] = _segment_trees(out[start:end], merged[start:end], parent[start:end],
+                                        aggregation)
     return out
 
 

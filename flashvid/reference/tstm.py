@@ -5,20 +5,20 @@ from __future__ import annotations
 import torch
 
 from ..config import FlashVIDConfig
-from .util import spans, unit_rows
+from .util import spans, unit_rows, work_dtype
 
 
 def tstm_edges(x: torch.Tensor, eligible: torch.Tensor,
                same_position: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """maxsim [F_s, N] and parent [F_s, N] (SPEC §7), in the input dtype.
+    """maxsim [F_s, N] and parent [F_s, N] of one segment (SPEC §7), in the work dtype.
 
     For t >= 1, token n's most cosine-similar eligible token of frame t-1 (first index on ties),
     with similarity -1 for ineligible tokens; frame 0 has maxsim -1 and parent -1.
     ``same_position`` (the TTM baseline) only considers token n of frame t-1.
     """
     frames, n, _ = x.shape
-    xh = unit_rows(x)
-    maxsim = torch.full((frames, n), -1.0, dtype=x.dtype, device=x.device)
+    xh = unit_rows(x.to(work_dtype(x.dtype)))
+    maxsim = torch.full((frames, n), -1.0, dtype=xh.dtype, device=x.device)
     parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
     if frames > 1 and same_position:
         sim = torch.sum(xh[1:] * xh[:-1], dim=-1)  # [F_s-1, N]

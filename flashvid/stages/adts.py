@@ -18,9 +18,10 @@ def needs_gram(cfg: FlashVIDConfig, k: int) -> bool:
 
 
 def event_mean(means: torch.Tensor, seg: Segments) -> torch.Tensor:
-    """[F, D] mean token mu_S of each frame's segment (the mean of its frame means)."""
+    """[F, D] mean token mu_S of each frame's segment: the sum of its frame means (``means``
+    [F, D], added frame after frame) divided by its length."""
     sums = torch.zeros(len(seg.lengths), means.shape[1], dtype=means.dtype, device=means.device)
-    sums.index_add_(0, seg.of_frame, means)
+    sums.index_add_(0, seg.of_frame, means)  # sequential on the CPU: the reference's order
     segment_means = sums / count_into(seg.of_frame, len(seg.lengths), means.dtype)[:, None]
     return segment_means[seg.of_frame]
 
@@ -30,7 +31,8 @@ def adts(x: torch.Tensor, a: torch.Tensor, stats: FrameStats, cfg: FlashVIDConfi
     """[F, k] int64 local indices kept in each frame, sorted (repeats possible with
     ``selection="adts"`` and ``dedupe=False``, quirk Q2).
 
-    ``attention``: the k most important tokens. Otherwise the greedy max-min selection on the
+    ``attention``: the k most important tokens, as ``torch.topk`` orders ties (published).
+    Otherwise the greedy max-min selection on the
     calibrated distance D'(i, j) = ((1 - cos(x_i, x_j)) * w_j) * e_j with w = 1e6 * a for
     ``adts``/``adts_v1`` and e = ``stats.event`` for ``adts`` (the backend computes it).
     ``adts_v1`` and ``diversity`` score picked tokens -1 (as published); ``dedupe`` forbids
@@ -40,8 +42,7 @@ def adts(x: torch.Tensor, a: torch.Tensor, stats: FrameStats, cfg: FlashVIDConfi
     if k == 0:
         return torch.zeros(frames, 0, dtype=torch.long, device=x.device)
     if cfg.selection == "attention":
-        order = torch.sort(a, dim=-1, descending=True, stable=True).indices
-        return order[:, :k].sort(dim=-1).values
+        return torch.topk(a, k, dim=-1).indices.sort(dim=-1).values
     weights = a.to(stats.norms.dtype) * 1e6 if cfg.selection in ("adts", "adts_v1") else None
     exclude = cfg.dedupe or cfg.selection in ("adts_v1", "diversity")
     fill = -math.inf if cfg.dedupe else -1.0

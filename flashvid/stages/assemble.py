@@ -31,10 +31,24 @@ class Merge:
     clusters: Clusters | None
 
 
+@dataclass(frozen=True)
+class Assembled:
+    """Attributes:
+        videos: one :class:`CompressedVideo` per video.
+        overflow: for float16 input with ``aggregation="official"``, a 0-dim bool tensor: some
+            merged row overflowed float16 (the caller fetches it and raises); else None.
+        merged_peak: the largest magnitude of a merged row before the cast (with ``overflow``).
+    """
+
+    videos: list[CompressedVideo]
+    overflow: torch.Tensor | None = None
+    merged_peak: torch.Tensor | None = None
+
+
 def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor, seg: Segments,
              video_frames: list[int], budget: Budget, cfg: FlashVIDConfig,
-             merge: Merge | None) -> list[CompressedVideo]:
-    """One :class:`CompressedVideo` per video of the flat frame list x [F, N, D]."""
+             merge: Merge | None) -> Assembled:
+    """The output rows of the flat frame list x [F, N, D], split per video."""
     frames, n, dim = x.shape
     device = x.device
     gid = torch.arange(frames * n, device=device).view(frames, n)
@@ -47,29 +61,35 @@ def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor, seg: 
     row_of.scatter_reduce_(0, adts_gid, torch.arange(adts_gid.numel(), device=device), "amin")
     row_of = torch.where(row_of < adts_gid.numel(), row_of, -1)
     parents = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    overflow = peak = None
     if merge is not None:
-        tree_rows, merged_rows = _merged_rows(merge, eligible, adts_gid.numel(), x.dtype,
-                                              gids, kinds, values)
+        tree_rows, merged_rows = _merged_rows(merge, eligible, adts_gid.numel(), gids, kinds,
+                                              values)
+        if x.dtype == torch.float16 and cfg.aggregation == "official" and len(values) > 1:
+            merged = torch.cat(values[1:])
+            overflow = torch.isinf(merged.to(x.dtype)).any()
+            peak = merged.abs().amax() if merged.numel() else merged.new_zeros(())
         row_of = torch.where(row_of >= 0, row_of, tree_rows)
         parents = merge.trees.parent
         rows_per_frame = [r + m for r, m in zip(rows_per_frame, merged_rows)]
 
     all_gid = torch.cat(gids)
     all_kind = torch.cat(kinds)
-    all_value = torch.cat(values)
+    all_value = torch.cat([v.to(x.dtype) for v in values])
     order = torch.sort(all_gid * 2 + (all_kind != KIND_ADTS), stable=True).indices
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=device)
     source = torch.where(row_of >= 0, rank[row_of.clamp_min(0)], -1).view(frames, n)
     rows = (all_value[order], all_gid[order], all_kind[order].to(torch.int8))
-    return _split(rows, source, parents.view(frames, n), seg.lengths, video_frames,
-                  rows_per_frame, n, budget, cfg)
+    videos = _split(rows, source, parents.view(frames, n), seg.lengths, video_frames,
+                    rows_per_frame, n, budget, cfg)
+    return Assembled(videos, overflow, peak)
 
 
-def _merged_rows(merge: Merge, eligible: torch.Tensor, first_row: int, dtype: torch.dtype,
-                 gids: list, kinds: list, values: list) -> tuple[torch.Tensor, list[int]]:
-    """Append the kept-root and cluster rows; return each token's tree row ([F*N], -1 for ADTS
-    tokens) and the merged rows of each frame (host)."""
+def _merged_rows(merge: Merge, eligible: torch.Tensor, first_row: int, gids: list, kinds: list,
+                 values: list) -> tuple[torch.Tensor, list[int]]:
+    """Append the kept-root and cluster rows (values in the work dtype); return each token's
+    tree row ([F*N], -1 for ADTS tokens) and the merged rows of each frame (host)."""
     trees, counts, plan = merge.trees, merge.counts, merge.plan
     device = trees.values.device
     total, kept_total = sum(counts), sum(c for c, k in zip(counts, plan.keep) if k)
@@ -80,7 +100,7 @@ def _merged_rows(merge: Merge, eligible: torch.Tensor, first_row: int, dtype: to
     row_of_target[kept] = first_row + torch.arange(kept_total, device=device)
     gids.append(trees.targets[kept])
     kinds.append(torch.full_like(kept, KIND_ROOT))
-    values.append(trees.values[kept].to(dtype))
+    values.append(trees.values[kept])
     if merge.clusters is not None:
         assign, centres = merge.clusters.assign, merge.clusters.centres
         num = centres.numel()
@@ -92,7 +112,7 @@ def _merged_rows(merge: Merge, eligible: torch.Tensor, first_row: int, dtype: to
         row_of_target = torch.where(assign >= 0, first_row + kept_total + assign, row_of_target)
         gids.append(trees.targets[centres])
         kinds.append(torch.full_like(centres, KIND_CLUSTER))
-        values.append((sums[:num] / sizes[:, None]).to(dtype))
+        values.append(sums[:num] / sizes[:, None])
     # every non-ADTS token goes where its tree root went (an ADTS candidate of a single-frame
     # segment, quirk Q3, stays represented by its ADTS row)
     size = eligible.numel()

@@ -7,9 +7,10 @@ its candidates are kept as-is). Frames are grouped into a few buckets of similar
 counts; each bucket is one padded batch. Bit-level agreement with the reference (and the
 published code) needs ``torch.cdist``'s arithmetic: above 25 rows it computes
 sqrt(clamp(bmm([-2x, |x|^2, 1], [y, 1, |y|^2]^T), 0)), whose results do not depend on how much
-padding there is; at most 25 rows it computes each distance directly. So a frame that takes the
-matmul path is padded to at least 26 rows here and takes that form, built directly from the
-gathered rows; the other frames stay at most 25 rows wide and use ``torch.cdist``.
+padding there is; at most 25 rows it computes each distance directly. The published code calls
+it on one frame at a time, so a frame of more than 25 candidates is padded to at least 26 rows
+here and takes that form, built directly from the gathered rows; the other frames stay at most
+25 rows wide and use ``torch.cdist``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
 @dataclass(frozen=True)
 class Plan:
     """Per frame (host lists): clusters wanted (0 = keep every candidate as-is, when ``keep``),
-    whether the frame's distances take torch.cdist's matmul path."""
+    whether the frame's distances take torch.cdist's matmul path (more than 25 candidates)."""
 
     clusters: list[int]
     matmul_path: list[bool]
@@ -59,7 +60,7 @@ def plan(counts: list[int], seg: Segments, budget: Budget, cfg: FlashVIDConfig) 
         cluster = cfg.spatial_merge and ratio < 1.0
         clusters += [math.ceil(ct * ratio) if cluster else 0 for ct in c]
         keep += [not cluster] * length
-        matmul_path += [max(c) > CDIST_MM_ROWS] * length
+        matmul_path += [ct > CDIST_MM_ROWS for ct in c]
     return Plan(clusters, matmul_path, keep)
 
 

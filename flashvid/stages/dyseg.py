@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,24 +47,35 @@ def transition_similarity(means: torch.Tensor) -> torch.Tensor:
 
 
 def segment_lengths(sim: list[float], video_frames: list[int], cfg: FlashVIDConfig) -> list[int]:
-    """Segment lengths of every video of a flat frame list from the fetched similarities
-    (host). Cuts where sim < threshold; with ``complementary_segments`` the smallest remaining
-    similarities become cuts until ``min_segments`` (ties to the lowest index); a cut is never
-    taken twice, so no segment is empty."""
+    """Segment lengths of every video of a flat frame list from the fetched similarities (host).
+
+    Cuts where sim < threshold. With ``complementary_segments``, a video with fewer than
+    ``min_segments`` segments gets the ``missing`` smallest remaining similarities as cuts, taken
+    as the published code takes them (existing cuts marked 1.0, ``torch.topk(largest=False)``
+    on the CPU, so ties go the same way); should that re-pick an existing cut (repeated frames
+    have similarity >= 1.0), the extra cuts are taken among the other frames instead, so
+    complementary cuts are always new and no segment is empty.
+    """
     if not cfg.segment:
         return list(video_frames)
+    host = torch.tensor(sim, dtype=torch.float32)  # the fetched float32 values, exactly
     lengths: list[int] = []
     start = 0
     for frames in video_frames:
-        local = sim[start : start + frames - 1]
-        cuts = {t for t, s in enumerate(local) if s < cfg.segment_threshold}
+        local = host[start : start + frames - 1]
+        is_cut = local < cfg.segment_threshold
+        cuts = set(is_cut.nonzero().flatten().tolist())
         missing = cfg.min_segments - (len(cuts) + 1)
         if cfg.complementary_segments and missing > 0 and frames > 1:
-            marked = [1.0 if t in cuts else s for t, s in enumerate(local)]
-            ranked = sorted(range(len(local)), key=marked.__getitem__)  # stable
-            cuts.update(ranked[: min(missing, frames - 1)])
+            marked = torch.where(is_cut, 1.0, local)
+            extra = torch.topk(marked, min(missing, frames - 1), largest=False).indices.tolist()
+            if cuts & set(extra):
+                marked = torch.where(is_cut, math.inf, local)
+                count = min(missing, frames - 1 - len(cuts))
+                extra = torch.topk(marked, count, largest=False).indices.tolist()
+            cuts.update(extra)
         ends = [-1, *sorted(cuts), frames - 1]
-        lengths += [b - a for a, b in zip(ends, ends[1:]) if b > a]
+        lengths += [b - a for a, b in zip(ends, ends[1:])]
         start += frames
     return lengths
 

@@ -1,0 +1,88 @@
+"""Stage ``adts``: the published picks on every fixture, and the torch backend's stage bit for
+bit the reference's on float32 for every shape, small N included; half input decided as its
+float32 upcast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import FIXTURES, compress_fixture, fixture_segments, random_video
+
+import flashvid
+from flashvid import reference
+from flashvid.backends.torch import TorchBackend
+from flashvid.stages import adts as stage
+from flashvid.stages import dyseg
+
+BACKENDS = ["reference", "torch", pytest.param("triton", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_picks(name, backend):
+    _, d, out = compress_fixture(name, backend)
+    n = d["input_video_features"].shape[1]
+    adts = out.indices[out.kinds == flashvid.KIND_ADTS].cpu().numpy()
+    for s, start, length in fixture_segments(d):
+        want = d[f"seg{s}_adts_local_indices"]
+        for t in range(length):
+            frame = start + t
+            got = np.sort(adts[(adts >= frame * n) & (adts < (frame + 1) * n)] - frame * n)
+            np.testing.assert_array_equal(got, np.sort(want[t]), err_msg=f"segment {s} frame {t}")
+
+
+def fast_adts(x, a, lengths, cfg, k):
+    """The fast stage exactly as the pipeline runs it (torch backend)."""
+    backend = TorchBackend(reuse_buffers=False)
+    seg = dyseg.make_segments(lengths, x.device)
+    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    event_mean = stage.event_mean(dyseg.frame_means(x, wd), seg) if cfg.selection == "adts" \
+        else None
+    gram = stage.needs_gram(cfg, k)
+    stats = backend.frame_stats(x, event_mean=event_mean, gram=gram, segments=None) \
+        if gram else None
+    return stage.adts(x, a, stats, cfg, k, backend)
+
+
+SHAPES = [(1, 1, 1), (1, 2, 3), (3, 5, 2), (4, 7, 16), (2, 13, 64), (5, 14, 9), (3, 15, 1),
+          (6, 49, 24), (2, 196, 64), (4, 266, 8), (1, 729, 4)]
+
+
+@pytest.mark.parametrize("selection", flashvid.config.SELECTIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "F{}xN{}xD{}".format(*s))
+def test_torch_stage_equals_reference_bit_for_bit(shape, selection):
+    frames, n, dim = shape
+    x, a = random_video(frames, n, dim, seed=sum(shape), dev=torch.device("cpu"))
+    lengths = [frames] if frames < 3 else [1, frames - 3, 2]
+    for dedupe in (False, True):
+        cfg = flashvid.FlashVIDConfig(selection=selection, dedupe=dedupe)
+        for k in sorted({1, min(n, max(1, n // 3), 24), n if n <= 64 else 1}):
+            want = reference.adts(x, a, lengths, cfg, k)
+            got = fast_adts(x, a, lengths, cfg, k)
+            assert torch.equal(got, want), (k, dedupe)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_input_is_decided_as_its_float32_upcast(dtype):
+    x, a = random_video(6, 49, 32, seed=4, dtype=dtype, dev=torch.device("cpu"))
+    for selection in flashvid.config.SELECTIONS:
+        cfg = flashvid.FlashVIDConfig(selection=selection)
+        want = reference.adts(x.float(), a.float(), [2, 4], cfg, 12)
+        assert torch.equal(reference.adts(x, a, [2, 4], cfg, 12), want)
+        assert torch.equal(fast_adts(x, a, [2, 4], cfg, 12), want)
+
+
+def test_attention_takes_the_most_important_tokens_with_ties_as_topk():
+    """Equal importance everywhere: every backend picks what torch.topk picks (as published),
+    and in general the picks carry the k largest importances."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 30, generator=gen).mul(4).floor().div(4)  # many exact ties
+    x = torch.randn(4, 30, 8, generator=gen)
+    cfg = flashvid.FlashVIDConfig(selection="attention")
+    for k in (1, 5, 17, 30):
+        want = reference.adts(x, a, [4], cfg, k)
+        assert torch.equal(fast_adts(x, a, [4], cfg, k), want)
+        kept = torch.gather(a, 1, want)
+        kth = torch.sort(a, dim=1, descending=True).values[:, k - 1 : k]
+        assert bool((kept >= kth).all())  # nothing less important than the k-th value is kept

@@ -1,0 +1,114 @@
+"""Stage ``tstm``: the published edges, merges, roots and tree values on every fixture, and the
+fast stage (static soft threshold included) equal to the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import (
+    FIXTURES,
+    compress_fixture,
+    fixture_config,
+    fixture_segments,
+    load_fixture,
+    random_video,
+)
+
+import flashvid
+from flashvid import reference
+from flashvid.backends import get_backend
+from flashvid.stages import dyseg
+from flashvid.stages import tstm as stage
+
+BACKENDS = ["reference", "torch", pytest.param("triton", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_parents(name, backend):
+    _, d, out = compress_fixture(name, backend)
+    n = d["input_video_features"].shape[1]
+    parents = out.parents.cpu().numpy()
+    for s, start, length in fixture_segments(d):
+        if f"seg{s}_derived_merged" not in d:
+            assert (parents[start : start + length] == -1).all()
+            continue
+        merged, parent = d[f"seg{s}_derived_merged"], d[f"seg{s}_derived_parent"]
+        want = np.where(merged, (start + np.arange(length)[:, None] - 1) * n + parent, -1)
+        np.testing.assert_array_equal(parents[start : start + length], want)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_reference_roots_and_values_on_fixtures(name):
+    meta, d = load_fixture(name)
+    cfg = fixture_config(meta)
+    x = torch.from_numpy(d["input_video_features"])
+    n = x.shape[1]
+    budget = cfg.budget(n)
+    checked = 0
+    for s, start, length in fixture_segments(d):
+        if f"seg{s}_tstm_global_indices" not in d:
+            continue
+        seg = x[start : start + length]
+        eligible = torch.from_numpy(d[f"seg{s}_tstm_token_mask"])
+        maxsim, parent = reference.tstm_edges(seg, eligible)
+        np.testing.assert_allclose(maxsim.numpy(), d[f"seg{s}_derived_maxsim"], atol=1e-6)
+        merged, soft = reference.tstm_merged(maxsim, cfg.temporal_threshold,
+                                             budget.total * length)
+        np.testing.assert_array_equal(merged.numpy(), d[f"seg{s}_derived_merged"])
+        assert soft == bool(d[f"seg{s}_derived_soft_threshold_used"])
+        values = reference.trees(seg, parent, merged, [length], "official")
+        roots = ~merged & eligible
+        gids = (start * n + torch.arange(length * n).view(length, n))[roots]
+        np.testing.assert_array_equal(gids.numpy(), d[f"seg{s}_tstm_global_indices"])
+        np.testing.assert_array_equal(roots.sum(1).numpy(), d[f"seg{s}_tstm_counts_per_frame"])
+        np.testing.assert_allclose(values[roots].numpy(), d[f"seg{s}_tstm_tokens"],
+                                   atol=1e-5, rtol=1e-5)
+        checked += 1
+    assert checked == sum(f"seg{s}_tstm_global_indices" in d for s, _, _ in fixture_segments(d))
+
+
+def layout(frames: int, seed: int) -> list[int]:
+    gen = torch.Generator().manual_seed(seed)
+    lengths, left = [], frames
+    while left:
+        lengths.append(min(left, int(torch.randint(1, 6, (1,), generator=gen))))
+        left -= lengths[-1]
+    return lengths
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_merge_decisions_equal_reference(case):
+    """The static soft threshold (one sort, no host sync) decides as the reference's per-segment
+    top-k, for thresholds that leave every segment, some segments or none short."""
+    gen = torch.Generator().manual_seed(case)
+    frames, n = 3 + case, [1, 4, 9, 30][case % 4]
+    lengths = layout(frames, case)
+    maxsim = torch.rand(frames, n, generator=gen) * 2 - 1
+    maxsim[torch.rand(frames, n, generator=gen) < 0.2] = -1.0  # ADTS / segment-start rows
+    maxsim[:, : n // 2] = maxsim[:, : n // 2].round(decimals=1)  # ties
+    seg = dyseg.make_segments(lengths, maxsim.device)
+    for threshold in (-1.0, -0.5, 0.0, 0.8, 1.0):
+        for budget in (0, 1, n // 2, n):
+            got = stage.merge_decisions(maxsim, seg, threshold, budget)
+            want = torch.cat([reference.tstm_merged(maxsim[a:b], threshold, budget * (b - a))[0]
+                              for a, b in reference.spans(lengths)])
+            assert torch.equal(got, want), (threshold, budget)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("merge", ["tstm", "ttm"])
+def test_stage_equals_reference(backend, merge):
+    x, a = random_video(11, 49, 16, seed=5)
+    lengths = [1, 4, 2, 4]
+    cfg = flashvid.FlashVIDConfig(temporal_merge=merge, retention_ratio=0.3)
+    eligible = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(1)) > 0.3
+    eligible = eligible.to(x.device)
+    seg = dyseg.make_segments(lengths, x.device)
+    fast = get_backend(backend)
+    stats = fast.frame_stats(x, event_mean=None, gram=False, segments=seg)
+    got = stage.tstm(x, stats, eligible, seg, cfg, 18, fast)
+    parent, merged = reference.tstm(x, eligible, lengths, cfg, 18)
+    assert torch.equal(got.merged, merged)
+    assert torch.equal(got.parent[merged], parent[merged])
