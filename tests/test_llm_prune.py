@@ -319,6 +319,22 @@ def test_attention_implementations_agree(setting):
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
 
 
+@pytest.mark.parametrize("setting", ["llava_onevision", "qwen2_5_vl"])
+def test_prompt_lookup_verification_steps_do_not_prune(setting):
+    """Prompt-lookup (speculative) decoding verifies several tokens per call: only the prefill
+    prunes, the cache is cropped per layer, and greedy output is unchanged."""
+    m = model(setting)
+    inp = inputs(setting, batch=False)
+    with apply(m, setting):
+        want = m.generate(**inp, max_new_tokens=12)
+        with LayerLengths(m) as seen:
+            got = m.generate(**inp, max_new_tokens=12, prompt_lookup_num_tokens=3)
+    assert torch.equal(got, want)
+    assert seen.calls[0][K - 1] > seen.calls[0][K]  # the prefill prunes at K
+    assert any(c[0] > 1 for c in seen.calls[1:])  # some steps verify several tokens
+    assert all(len(set(c)) == 1 for c in seen.calls[1:])  # and never prune
+
+
 def test_beams_and_return_sequences():
     m = model("qwen2_5_vl")
     inp = inputs("qwen2_5_vl")
@@ -342,7 +358,7 @@ def test_stage_refusals():
         with pytest.raises(ValueError, match="use_cache=False"):
             m.generate(**inp, max_new_tokens=2, use_cache=False)
         with pytest.raises(ValueError, match="assisted decoding"):
-            m.generate(**inp, max_new_tokens=2, prompt_lookup_num_tokens=2)
+            m.generate(**inp, max_new_tokens=2, assistant_model=model("qwen3_vl", "eager"))
     eager = model("qwen3_vl", "eager")
     eager.config._attn_implementation = "flex_attention"
     eager.model.language_model.config._attn_implementation = "flex_attention"

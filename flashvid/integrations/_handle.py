@@ -22,7 +22,7 @@ from ._records import Compressor, Prepared
 MIN_TRANSFORMERS = "5.18.0"
 CACHE_TAG = "_flashvid_compressed_prompt"
 CACHE_NAMES = ("cache", "past_key_values")  # transformers >= 5.24 / older name
-ASSISTED = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
+ASSISTED = ("assistant_model", "assistant_early_exit")  # prompt lookup works (no second model)
 
 
 def check_transformers_version() -> str:
@@ -227,9 +227,10 @@ class Adapter:
             for name in ASSISTED:
                 if inputs.get(name) is not None:
                     raise ValueError(
-                        f"`{name}` (assisted decoding) cannot be combined with the inner-LLM "
-                        "stage, whose layers >= K cache fewer tokens; pass "
-                        "llm_retention_ratio=1.0 to flashvid.apply to switch the stage off")
+                        f"`{name}` (assisted decoding with a second model) is not supported with "
+                        "the inner-LLM stage (untested: the assistant sees the compressed prompt); "
+                        "prompt_lookup_num_tokens works, or pass llm_retention_ratio=1.0 to "
+                        "flashvid.apply to switch the stage off")
             gc = inputs.get("generation_config")
             if inputs.get("prefill_chunk_size") or getattr(gc, "prefill_chunk_size", None):
                 raise ValueError("prefill_chunk_size cannot be combined with the inner-LLM stage")
