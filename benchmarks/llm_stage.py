@@ -7,7 +7,8 @@
 preset's shape (feature dim 256); the stage keeps ``ceil(V' * llm_retention_ratio)`` from layer
 K on. ``prefill``: a small random LLaVA-OneVision (tiny SigLIP, Qwen2 language model with 28
 layers, hidden 256) and one 32-frame video at r = 0.10; the language model's prefill call is
-timed (median, the two settings interleaved) and its FLOPs counted from the per-layer lengths
+timed in process CPU time on one thread (median, the two settings interleaved; wall time on a
+shared machine is noise) and its FLOPs counted from the per-layer lengths
 (2 * parameters * tokens + 4 * L_q * L_k * hidden for attention).
 """
 
@@ -58,6 +59,7 @@ def prefill(repeats: int = 9) -> None:
     )
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # CPU time of one thread: stable on a shared machine
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                 num_attention_heads=2, image_size=54, patch_size=2,
                                 vision_use_head=False)
@@ -86,7 +88,7 @@ def prefill(repeats: int = 9) -> None:
             probe.remove()
             times[name].append(probe.end - probe.start)
             lengths[name] = probe.inputs()
-    print("| language-model prefill | tokens, layers 0–19 → 20–27 | GFLOPs | time (ms) |")
+    print("| language-model prefill | tokens, layers 0–19 → 20–27 | GFLOPs | CPU time (ms) |")
     print("|---|---|---|---|")
     base = None
     for name in settings:
@@ -110,10 +112,10 @@ class _Probe:
         self.handles += [layer.register_forward_hook(self._layer) for layer in lm.layers]
 
     def _start(self, *args) -> None:
-        self.start = self.start or time.perf_counter()
+        self.start = self.start or time.process_time()
 
     def _end(self, *args) -> None:
-        self.end = self.end or time.perf_counter()
+        self.end = self.end or time.process_time()
 
     def _layer(self, module, args, output) -> None:
         hidden = output[0] if isinstance(output, tuple) else output
