@@ -30,7 +30,8 @@ test: $(STAMP)
 # version runs the adapter tests only (CI runs it after `make test`; the newest release is in .venv).
 HF_FLOOR    ?= 5.18.0
 FLOOR_VENV  ?= .venv-hf-floor
-ADAPTER_TESTS := tests/test_adapters.py tests/test_adapters_importance.py tests/test_llm_prune.py
+ADAPTER_TESTS := tests/test_adapters.py tests/test_adapters_importance.py \
+                 tests/test_adapters_serving.py tests/test_llm_prune.py
 
 $(FLOOR_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
