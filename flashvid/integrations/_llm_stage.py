@@ -149,7 +149,8 @@ class LLMStage:
         self.layer = pruning_layer
         self.ratio = ratio
         attn = layers[pruning_layer - 1].self_attn
-        self.query_module = getattr(attn, "q_norm", None) or attn.q_proj
+        norm = getattr(attn, "q_norm", None)  # Qwen3-VL normalises q per head before RoPE
+        self.query_module = attn.q_proj if norm is None else norm
         self.heads = int(language_model.config.num_attention_heads)
         self.head_dim = int(attn.head_dim)
         self.scale = float(attn.scaling)
