@@ -106,9 +106,9 @@ def test_multi_turn_cache_reuse_is_refused():
         # a video prompt after an existing cache (either name) must be prefilled from scratch
         from transformers import DynamicCache
 
-        for name in ("past_key_values", "cache"):
-            used = DynamicCache()
-            m.generate(input_ids=question, max_new_tokens=1, **{name: used})
+        used = DynamicCache()  # filled under the name every supported version knows
+        m.generate(input_ids=question, max_new_tokens=1, past_key_values=used)
+        for name in ("past_key_values", "cache"):  # 5.24 calls it `cache`
             with pytest.raises(ValueError, match="prefilled from scratch"):
                 m.generate(**inp, max_new_tokens=2, **{name: used})
         # an empty cache object is fine, and it is tagged afterwards
