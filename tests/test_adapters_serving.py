@@ -75,12 +75,13 @@ def test_torch_save_and_load_patched_model():
     assert torch.equal(loaded.generate(**inp, max_new_tokens=NEW), want)
 
 
+@pytest.mark.slow
 def test_max_and_min_length_count_the_callers_prompt():
-    m, inp = qwen(), inputs(batch=True)
+    m, inp = qwen(), inputs()
     length = inp["input_ids"].shape[1]
     stock = m.generate(**inp, max_length=length + 5)
     assert stock.shape[1] == length + 5
-    with patch(m):
+    with patch(m) as handle:
         out = m.generate(**inp, max_length=length + 5)
         assert out.shape[1] == length + 5
         assert torch.equal(out, m.generate(**inp, max_new_tokens=5))
@@ -89,6 +90,9 @@ def test_max_and_min_length_count_the_callers_prompt():
         assert m.generate(**inp, generation_config=config).shape[1] == length + 3
         with pytest.raises(ValueError, match="max_length=.* leaves no room"):
             m.generate(**inp, max_length=length)
+        kwargs = {"min_length": length + 4, "max_length": length + 9}
+        handle._new_token_limits(kwargs, length)  # what reaches the stock generate()
+        assert kwargs == {"min_new_tokens": 4, "max_new_tokens": 9}
 
 
 def test_multi_turn_cache_reuse_is_refused():
