@@ -25,6 +25,14 @@ NEW = 6  # new tokens per generate call
 _CACHE: dict = {}
 
 
+def patch(m, *args, **kw):
+    """flashvid.apply for the tiny 4-layer models: the inner-LLM stage at layer 2 (the presets'
+    K = 20/28 do not exist there), the last call recorded."""
+    kw.setdefault("pruning_layer", 2)
+    kw.setdefault("record", True)
+    return flashvid.apply(m, *args, **kw)
+
+
 def family_of(setting: str) -> str:
     return "llava_onevision" if setting == "llava_video" else setting
 
@@ -91,7 +99,7 @@ def test_disabled_is_stock(family):
     inp = inputs(family, batch=True, ragged=False)
     stock = generate(m, inp)
     stock_logits = m(**inp).logits
-    with flashvid.apply(m, enabled=False) as handle:
+    with patch(m, enabled=False) as handle:
         assert torch.equal(generate(m, inp), stock)
         assert torch.equal(m(**inp).logits, stock_logits)
         assert handle.last is None  # nothing was rebuilt
@@ -106,7 +114,7 @@ def test_keep_all_path_is_stock(family):
     stock = generate(m, inp)
     stock_logits = m(**inp).logits
     markers = {"drop_vision_markers": False} if is_qwen(family) else {}
-    with flashvid.apply(m, compressor=keep_all, **markers) as handle:
+    with patch(m, compressor=keep_all, pruning_layer=None, **markers) as handle:
         assert torch.equal(generate(m, inp), stock)
         assert handle.last.lengths_after == handle.last.lengths_before
         torch.testing.assert_close(m(**inp).logits, stock_logits, atol=1e-5, rtol=1e-5)
@@ -136,7 +144,7 @@ def test_compression_shrinks_prompt(family):
     m = model(family)
     inp = inputs(family, batch=True)
     cfg = getattr(flashvid.FlashVIDConfig, family)(retention_ratio=RETENTION[family])
-    with flashvid.apply(m, cfg, **apply_kwargs(family)) as handle, LMInputs(m) as seen:
+    with patch(m, cfg, **apply_kwargs(family)) as handle, LMInputs(m) as seen:
         out = generate(m, inp)
         want = expected_lengths(family, inp, handle)
         prefill = seen.calls[0]
@@ -167,7 +175,7 @@ def test_batch_equals_single_runs(family):
     m = model(family)
     inp = inputs(family, batch=True)
     length = inp["input_ids"].shape[1]
-    with flashvid.apply(m, **apply_kwargs(family, retention_ratio=RETENTION[family])) as handle:
+    with patch(m, **apply_kwargs(family, retention_ratio=RETENTION[family])) as handle:
         batch_out = generate(m, inp)[:, length:]
         batch_videos = handle.last.videos
         assert [v.sample for v in batch_videos] == [0, 1]
@@ -186,7 +194,7 @@ def test_generate_with_beams_expands_compressed_videos():
     for family in ("llava_onevision", "qwen3_vl"):
         m = model(family)
         inp = inputs(family, batch=True)
-        with flashvid.apply(m, retention_ratio=RETENTION[family]):
+        with patch(m, retention_ratio=RETENTION[family]):
             out = generate(m, inp, num_beams=2, num_return_sequences=2)
             first = generate(m, vb.select(inp, 1, qwen=is_qwen(family)), num_beams=2,
                              num_return_sequences=2)
@@ -205,7 +213,7 @@ def test_llava_importance_matches_eager_attention(variant):
     for a, b in zip(m.state_dict().values(), eager.state_dict().values()):
         assert torch.equal(a, b)  # same seed -> same weights
     inp = inputs("llava_onevision", batch=False)
-    with flashvid.apply(m, variant=variant, retention_ratio=0.25) as handle:
+    with patch(m, variant=variant, retention_ratio=0.25) as handle:
         handle.prepare_inputs(**inp)
     got = handle.last.videos[0].importance
     pixels = inp["pixel_values_videos"][0]
@@ -243,7 +251,7 @@ def test_qwen_importance_matches_eager_attention(family):
     m, probe = model(family), fresh(family)
     probe.model.visual.config._attn_implementation = "eager_capture_test"
     inp = inputs(family, batch=True)
-    with flashvid.apply(m, retention_ratio=0.3) as handle:
+    with patch(m, retention_ratio=0.3) as handle:
         handle.prepare_inputs(**inp)
     got = torch.cat([v.importance.flatten() for v in handle.last.videos])
     _CAPTURED.clear()
@@ -279,7 +287,7 @@ def test_importance_hooks_add_no_attention_maps(family):
     m = model(family)
     generate(m, inputs(family, batch=False))  # transformers installs its own capture hooks
     before = attention_state(m)
-    with flashvid.apply(m, retention_ratio=RETENTION[family]) as handle:
+    with patch(m, retention_ratio=RETENTION[family]) as handle:
         generate(m, inputs(family, batch=False))
         assert handle.last is not None
         assert attention_state(m) == before  # the importance hooks live only during encoding
@@ -301,7 +309,7 @@ def test_qwen_kept_tokens_keep_their_positions(family):
     m = model(family)
     inp = inputs(family, batch=True)
     full = stock_positions(m, inp)
-    with flashvid.apply(m, retention_ratio=0.3) as handle:
+    with patch(m, retention_ratio=0.3) as handle:
         prepared = handle.prepare_inputs(**inp)
     ids, mask = inp["input_ids"], inp["attention_mask"].bool()
     new_ids, new_mask = prepared["input_ids"], prepared["attention_mask"].bool()
@@ -336,7 +344,7 @@ def test_qwen_decoding_positions_equal_stock(family):
     with LMInputs(m) as seen:
         generate(m, inp)
     stock = [c["position_ids"] for c in seen.calls[1:]]
-    with flashvid.apply(m, retention_ratio=0.3) as handle, LMInputs(m) as seen:
+    with patch(m, retention_ratio=0.3) as handle, LMInputs(m) as seen:
         generate(m, inp)
         deltas = m.model.rope_deltas.clone()
         lengths = torch.tensor(handle.last.lengths_after, device=deltas.device)
@@ -354,7 +362,7 @@ def test_qwen3_deepstack_gathered_at_representatives():
     inp = inputs("qwen3_vl", batch=True)
     with torch.no_grad():
         stock = m.model.get_video_features(inp["pixel_values_videos"], inp["video_grid_thw"])
-    with flashvid.apply(m, retention_ratio=0.3) as handle:
+    with patch(m, retention_ratio=0.3) as handle:
         prepared = handle.prepare_inputs(**inp)
     video = prepared["mm_encoder_outputs"]["video"]
     assert len(video.deepstack_features) == len(stock.deepstack_features) == 2
@@ -386,12 +394,12 @@ def test_llava_video_variant():
     stock = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
                        mm_encoder_outputs={"video": BaseModelOutputWithPooling(
                            pooler_output=feats)})
-    with flashvid.apply(m, variant="llava_video", compressor=keep_all) as handle:
+    with patch(m, variant="llava_video", compressor=keep_all, pruning_layer=None) as handle:
         assert handle.variant == "llava_video"
         out = generate(m, inp)
     assert torch.equal(out[:, -NEW:], stock[:, -NEW:])
 
-    with flashvid.apply(m, variant="video", retention_ratio=0.25) as handle, LMInputs(m) as seen:
+    with patch(m, variant="video", retention_ratio=0.25) as handle, LMInputs(m) as seen:
         generate(m, inp)
         embeds = seen.calls[0]["inputs_embeds"][0]
         video = handle.last.videos[0]
@@ -409,17 +417,20 @@ def test_llava_video_variant():
 
 def test_llava_variant_detection_and_presets():
     m = model("llava_onevision")
-    with flashvid.apply(m) as handle:
+    with patch(m, pruning_layer=None) as handle:  # the preset unchanged, stage off
         assert handle.variant == "llava_onevision"
         assert handle.config == flashvid.FlashVIDConfig.llava_onevision()
+        assert not handle.llm_stage
     m.config._name_or_path = "lmms-lab/LLaVA-Video-7B-Qwen2"
     try:
-        with flashvid.apply(m, retention_ratio=0.2) as handle:
+        with patch(m, retention_ratio=0.2) as handle:
             assert handle.variant == "llava_video"
-            assert handle.config == flashvid.FlashVIDConfig.llava_video(retention_ratio=0.2)
+            assert handle.config == flashvid.FlashVIDConfig.llava_video(retention_ratio=0.2,
+                                                                        pruning_layer=2)
+            assert handle.llm_stage
     finally:
         m.config._name_or_path = ""
-    with flashvid.apply(model("qwen3_vl")) as handle:
+    with patch(model("qwen3_vl"), pruning_layer=None) as handle:
         assert handle.config == flashvid.FlashVIDConfig.qwen3_vl()
 
 
@@ -431,7 +442,7 @@ def test_remove_restores_stock_and_patch_is_per_instance():
     class_attrs = (cls.generate, cls.forward)
     inp = inputs(family, batch=False)
     stock = generate(m, inp)
-    handle = flashvid.apply(m, retention_ratio=0.3)
+    handle = patch(m, retention_ratio=0.3)
     assert "generate" in m.__dict__ and "forward" in m.__dict__
     compressed = generate(m, inp)
     assert not torch.equal(compressed, stock)  # compression changes this model's answer
@@ -448,16 +459,16 @@ def test_remove_restores_stock_and_patch_is_per_instance():
     assert torch.equal(generate(m, inp), stock)
     with pytest.raises(RuntimeError, match="removed"):
         handle.prepare_inputs(**inp)
-    with flashvid.apply(m, retention_ratio=0.3):  # can be applied again
+    with patch(m, retention_ratio=0.3):  # can be applied again
         assert torch.equal(generate(m, inp), compressed)
     assert torch.equal(generate(m, inp), stock)  # leaving the with block removes it
 
 
 def test_apply_twice_and_foreign_patch():
     m = model("qwen3_vl")
-    with flashvid.apply(m) as handle:
+    with patch(m) as handle:
         with pytest.raises(RuntimeError, match="already"):
-            flashvid.apply(m)
+            patch(m)
         wrapper = m.__dict__["generate"]
         m.__dict__["generate"] = lambda *a, **k: None  # someone patches on top of us
         with pytest.raises(RuntimeError, match="replaced after"):
@@ -497,13 +508,13 @@ def test_transformers_too_old(monkeypatch):
     # transformers swaps its lazy module in sys.modules while loading models: patch the live one
     monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.57.3")
     with pytest.raises(ImportError, match=f"transformers >= {MIN_TRANSFORMERS}.*4.57.3"):
-        flashvid.apply(m)
+        patch(m)
 
 
 def test_bad_prompts():
     m = model("qwen2_5_vl")
     inp = inputs("qwen2_5_vl", batch=True)
-    with flashvid.apply(m) as handle:
+    with patch(m) as handle:
         short = dict(inp, input_ids=inp["input_ids"].clone())
         short["input_ids"][0, -5] = 7  # one placeholder replaced by text
         idx = (inp["input_ids"][0] == vb.VIDEO_ID).nonzero()[0, 0]
@@ -523,7 +534,7 @@ def test_bad_prompts():
             generate(m, inp)
     lm = model("llava_onevision")
     lin = inputs("llava_onevision", batch=False)
-    with flashvid.apply(lm):
+    with patch(lm):
         with pytest.raises(ValueError, match="frames x 196 \\+ 1 newline"):
             generate(lm, dict(lin, pixel_values_videos=lin["pixel_values_videos"][:, :2]))
         with pytest.raises(ValueError, match="position_ids"):
@@ -536,7 +547,7 @@ def test_forward_with_labels_and_rebuilt_inputs():
     m = model("llava_onevision")
     inp = inputs("llava_onevision", batch=False)
     labels = inp["input_ids"].masked_fill(inp["input_ids"] == vb.VIDEO_ID, -100)
-    with flashvid.apply(m, retention_ratio=0.25) as handle:
+    with patch(m, retention_ratio=0.25) as handle:
         out = m(**inp, labels=labels)
         prepared = handle.last.inputs
         again = m(**prepared)
@@ -564,9 +575,9 @@ def test_qwen_image_and_video_in_one_prompt(family):
     inp["mm_token_type_ids"] = inp["mm_token_type_ids"] + (inp["input_ids"] == vb.IMAGE_ID).long()
     inp = vb.to(inp, device())
     stock = generate(m, inp)
-    with flashvid.apply(m, compressor=keep_all, drop_vision_markers=False):
+    with patch(m, compressor=keep_all, drop_vision_markers=False, pruning_layer=None):
         assert torch.equal(generate(m, inp), stock)
-    with flashvid.apply(m, retention_ratio=0.3) as handle:
+    with patch(m, retention_ratio=0.3) as handle:
         generate(m, inp)
         rebuilt = handle.last.inputs
     assert int((rebuilt["input_ids"] == vb.IMAGE_ID).sum()) == 16
@@ -580,7 +591,7 @@ def test_bfloat16_model():
     tokens of a padded bfloat16 batch may drift from single runs, as in the stock model.)"""
     m = fresh("qwen3_vl").to(torch.bfloat16)
     inp = inputs("qwen3_vl", batch=True)
-    with flashvid.apply(m, retention_ratio=0.3) as handle:
+    with patch(m, retention_ratio=0.3) as handle:
         out = generate(m, inp)
         batch_videos = handle.last.videos
         for video in batch_videos:

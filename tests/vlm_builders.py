@@ -13,7 +13,7 @@ import torch
 VOCAB, PAD, BOS, EOS = 128, 0, 1, 2
 IMAGE_ID, VIDEO_ID, VSTART, VEND = 100, 101, 102, 103
 PATCH, TPATCH, MERGE = 4, 2, 2
-TEXT = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+TEXT = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
             initializer_range=0.2)  # larger than the default 0.02: outputs depend on the input
 

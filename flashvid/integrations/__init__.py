@@ -7,44 +7,52 @@
 Supported: ``LlavaOnevisionForConditionalGeneration`` (variants "llava_onevision" and
 "llava_video"), ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``.
 transformers is imported only when :func:`apply` is called.
+
+Layout: ``_handle.py`` (the patch handle, the generate/forward path), ``_prompt.py`` (pure
+prompt-rebuild functions), ``_records.py`` (records, the compressor contract),
+``llm_prune.py`` + ``_llm_stage.py`` (the inner-LLM stage), ``importance.py`` (SPEC §3 scores),
+one file per model family, and the registry below.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ..config import FlashVIDConfig
-from ._base import (
-    MIN_TRANSFORMERS,
-    Adapter,
-    Compressor,
-    Prepared,
-    Selection,
-    VideoRecord,
-    check_transformers_version,
-    keep_all,
-)
+from ._handle import MIN_TRANSFORMERS, Adapter, check_transformers_version
+from ._llm_stage import PruneRecord
+from ._records import Compressor, Prepared, Selection, VideoRecord, keep_all
 from .importance import attention_column_mean, merge_unit_mean
+from .llm_prune import last_query_attention, llm_prune_count, llm_prune_keep
 
-SUPPORTED = ("LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
-             "Qwen3VLForConditionalGeneration")
+# model class name -> (module, adapter class, family preset); subclasses match through the MRO
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "LlavaOnevisionForConditionalGeneration": ("llava_onevision", "LlavaOnevisionAdapter",
+                                               "llava_onevision"),
+    "Qwen2_5_VLForConditionalGeneration": ("qwen2_5_vl", "Qwen2_5_VLAdapter", "qwen2_5_vl"),
+    "Qwen3VLForConditionalGeneration": ("qwen3_vl", "Qwen3VLAdapter", "qwen3_vl"),
+}
+SUPPORTED = tuple(REGISTRY)
 
 __all__ = [
-    "MIN_TRANSFORMERS", "SUPPORTED", "Adapter", "Compressor", "Prepared", "Selection",
-    "VideoRecord", "apply", "attention_column_mean", "keep_all", "merge_unit_mean",
+    "MIN_TRANSFORMERS", "REGISTRY", "SUPPORTED", "Adapter", "Compressor", "Prepared",
+    "PruneRecord", "Selection", "VideoRecord", "apply", "attention_column_mean", "keep_all",
+    "last_query_attention", "llm_prune_count", "llm_prune_keep", "merge_unit_mean",
 ]
 
 
 def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | None = None,
           enabled: bool = True, compressor: Compressor | None = None,
-          drop_vision_markers: bool | None = None, **overrides: Any) -> Adapter:
+          drop_vision_markers: bool | None = None, record: bool = False,
+          **overrides: Any) -> Adapter:
     """Patch one loaded transformers video LLM so that ``generate()`` / ``forward()`` run FlashVID.
 
     The caller keeps using the stock processor output (``input_ids`` with the full video
     placeholder count, ``attention_mask``, pixel values, grids); the adapter encodes the videos,
-    compresses each one, and rebuilds the prompt (placeholders, mask, token types, positions).
-    Only this instance is patched (its ``generate`` and ``forward`` are wrapped); other instances
-    and the classes are untouched.
+    compresses each one, rebuilds the prompt (placeholders, mask, token types, positions), and
+    in ``generate()`` runs the inner-LLM stage: at decoder layer ``pruning_layer`` only
+    ``llm_retention_ratio`` of the video tokens stay (SPEC §10). Only this instance is patched.
 
     Args:
         model: a ``LlavaOnevisionForConditionalGeneration``,
@@ -63,47 +71,55 @@ def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | No
             the same path.
         drop_vision_markers: Qwen only: drop the <|vision_start|>/<|vision_end|> tokens around
             video runs. Default: True for Qwen3-VL, False for Qwen2.5-VL (as published).
-        **overrides: :class:`FlashVIDConfig` fields, e.g. ``retention_ratio=0.15``.
+        record: keep the last call's :class:`Prepared` record (with its tensors) in
+            ``handle.last``; off by default so that nothing outlives a call.
+        **overrides: :class:`FlashVIDConfig` fields, e.g. ``retention_ratio=0.15``;
+            ``pruning_layer=None`` (or ``llm_retention_ratio=1.0``) switches the inner-LLM stage
+            off.
 
     Returns:
         The :class:`Adapter` handle: ``.remove()``, context manager, ``.enabled``,
-        ``.config``, ``.prepare_inputs(**inputs)``, ``.last``.
+        ``.config``, ``.llm_stage``, ``.prepare_inputs(**inputs)``, ``.record``, ``.last``.
 
     Raises:
         ImportError: transformers missing or older than ``MIN_TRANSFORMERS``.
         TypeError: an unsupported model, or bad argument types.
-        ValueError: bad argument values.
+        ValueError: bad argument values, or settings that would do nothing (a pruning layer
+            past the last decoder layer, an attention implementation the stage cannot serve).
         RuntimeError: the instance is already patched.
     """
     check_transformers_version()
-    from transformers import (
-        LlavaOnevisionForConditionalGeneration,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen3VLForConditionalGeneration,
-    )
-
-    if isinstance(model, LlavaOnevisionForConditionalGeneration):
-        from .llava_onevision import LlavaOnevisionAdapter, resolve_variant
+    entry = _lookup(model)
+    if entry is None:
+        raise TypeError(_unsupported(model))
+    module_name, class_name, family = entry
+    cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
+    llm_stage = True
+    if "pruning_layer" in overrides and overrides["pruning_layer"] is None:
+        del overrides["pruning_layer"]
+        llm_stage = False
+    options: dict[str, Any] = dict(enabled=enabled, compressor=compressor, record=record,
+                                   llm_stage=llm_stage)
+    if family == "llava_onevision":
+        from .llava_onevision import resolve_variant
 
         if drop_vision_markers is not None:
             raise ValueError("drop_vision_markers applies to Qwen models only")
-        chosen = resolve_variant(model, variant)
-        cfg = _config(config, getattr(FlashVIDConfig, chosen)(), overrides)
-        adapter: Adapter = LlavaOnevisionAdapter(model, cfg, enabled=enabled,
-                                                 compressor=compressor, variant=chosen)
-    elif isinstance(model, (Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration)):
-        if isinstance(model, Qwen3VLForConditionalGeneration):
-            from .qwen3_vl import Qwen3VLAdapter as cls
-        else:
-            from .qwen2_5_vl import Qwen2_5_VLAdapter as cls
-        if variant is not None and variant != cls.family:
-            raise ValueError(f"variant applies to LLaVA-OneVision models only, got {variant!r}")
-        cfg = _config(config, getattr(FlashVIDConfig, cls.family)(), overrides)
-        adapter = cls(model, cfg, enabled=enabled, compressor=compressor,
-                      drop_vision_markers=drop_vision_markers)
+        family = resolve_variant(model, variant)
+        options["variant"] = family
     else:
-        raise TypeError(_unsupported(model))
-    return adapter.install()
+        if variant is not None and variant != family:
+            raise ValueError(f"variant applies to LLaVA-OneVision models only, got {variant!r}")
+        options["drop_vision_markers"] = drop_vision_markers
+    cfg = _config(config, getattr(FlashVIDConfig, family)(), overrides)
+    return cls(model, cfg, **options).install()
+
+
+def _lookup(model: Any) -> tuple[str, str, str] | None:
+    for klass in type(model).__mro__:
+        if klass.__name__ in REGISTRY and klass.__module__.startswith("transformers."):
+            return REGISTRY[klass.__name__]
+    return None
 
 
 def _config(config: FlashVIDConfig | None, preset: FlashVIDConfig,

@@ -28,10 +28,8 @@ from typing import Any
 import torch
 
 from ..config import FlashVIDConfig
-from ._base import (
-    Adapter,
-    Prepared,
-    VideoRecord,
+from ._handle import Adapter
+from ._prompt import (
     as_mask,
     assemble_rows,
     assign_slots,
@@ -40,6 +38,7 @@ from ._base import (
     rebuild_text_inputs,
     reject,
 )
+from ._records import Prepared, VideoRecord
 from .importance import HALF_DTYPES, attention_column_mean, merge_unit_mean
 
 
@@ -49,9 +48,9 @@ class QwenVLAdapter(Adapter):
     window_order = False  # Qwen2.5-VL processes patches in window order
     default_drop_markers = False  # Qwen3-VL drops <|vision_start|>/<|vision_end|> (SPEC §11)
 
-    def __init__(self, model: Any, config: FlashVIDConfig, *, enabled: bool, compressor: Any,
-                 drop_vision_markers: bool | None) -> None:
-        super().__init__(model, config, enabled=enabled, compressor=compressor, variant=self.family)
+    def __init__(self, model: Any, config: FlashVIDConfig, *, drop_vision_markers: bool | None,
+                 **options: Any) -> None:
+        super().__init__(model, config, variant=self.family, **options)
         if drop_vision_markers is not None and not isinstance(drop_vision_markers, bool):
             raise TypeError(
                 f"drop_vision_markers must be a bool or None, got {drop_vision_markers!r}")
@@ -126,9 +125,7 @@ class QwenVLAdapter(Adapter):
 
     # ------------------------------------------------------------------ the call
     def _prepare(self, inputs: dict[str, Any]) -> Prepared:
-        self._check_active()
         reject(inputs, ("inputs_embeds",), "the adapter rebuilds the prompt from input_ids")
-        reject(inputs, ("past_key_values",), "the video prompt must be prefilled from scratch")
         mm_in = inputs.get("mm_encoder_outputs") or {}
         if mm_in.get("video") is not None:
             raise ValueError("pass either pixel_values_videos or mm_encoder_outputs['video'], "
@@ -193,10 +190,12 @@ class QwenVLAdapter(Adapter):
             mm["video"] = type(out_video)(pooler_output=tuple(kept_features),
                                           deepstack_features=levels)
         out["mm_encoder_outputs"] = mm
-        prepared = Prepared(out, records, entries, mask.sum(1).tolist(),
-                            [int(e.numel()) for e in entries])
-        self.last = prepared
-        return prepared
+        # the inner-LLM stage's candidates: the kept video tokens (SPEC §10: the video run for
+        # Qwen2.5-VL, visual_pos_masks for Qwen3-VL)
+        candidates = gather_rows(slot_mask.long(), entries, new_value=0, pad_value=0,
+                                 side=side).bool()
+        return Prepared(out, records, entries, mask.sum(1).tolist(),
+                        [int(e.numel()) for e in entries], candidates)
 
     def _full_positions(self, inputs: dict[str, Any], ids: torch.Tensor,
                         token_types: torch.Tensor) -> torch.Tensor:

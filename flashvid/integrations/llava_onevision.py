@@ -28,17 +28,17 @@ import torch
 import torch.nn.functional as nnf
 
 from ..config import FlashVIDConfig
-from ._base import (
-    Adapter,
-    Prepared,
-    VideoRecord,
+from ._handle import Adapter
+from ._prompt import (
     as_mask,
     assemble_rows,
     assign_slots,
+    pad_flags,
     pad_side,
     rebuild_text_inputs,
     reject,
 )
+from ._records import Prepared, VideoRecord
 from .importance import HALF_DTYPES, attention_column_mean
 
 VARIANTS = ("llava_onevision", "llava_video")
@@ -49,9 +49,8 @@ class LlavaOnevisionAdapter(Adapter):
 
     family = "llava_onevision"
 
-    def __init__(self, model: Any, config: FlashVIDConfig, *, enabled: bool, compressor: Any,
-                 variant: str) -> None:
-        super().__init__(model, config, enabled=enabled, compressor=compressor, variant=variant)
+    def __init__(self, model: Any, config: FlashVIDConfig, *, variant: str, **options: Any) -> None:
+        super().__init__(model, config, variant=variant, **options)
         vision = model.config.vision_config
         self.side = vision.image_size // vision.patch_size  # 27 at 384 px / patch 14
         self.stock_per_frame = math.ceil(self.side / 2) ** 2  # what the processor counts: 196
@@ -162,11 +161,9 @@ class LlavaOnevisionAdapter(Adapter):
 
     # ------------------------------------------------------------------ the call
     def _prepare(self, inputs: dict[str, Any]) -> Prepared:
-        self._check_active()
         reject(inputs, ("inputs_embeds",), "the adapter rebuilds the prompt from input_ids")
         reject(inputs, ("position_ids",), "LLaVA positions are renumbered over the compressed "
                "prompt; leave them to the model")
-        reject(inputs, ("past_key_values",), "the video prompt must be prefilled from scratch")
         ids = inputs.get("input_ids")
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
             raise ValueError("input_ids [batch, length] are required with pixel_values_videos")
@@ -212,10 +209,25 @@ class LlavaOnevisionAdapter(Adapter):
         mm = dict(inputs.get("mm_encoder_outputs") or {})
         mm["video"] = _pooling_output(per_video_features)
         out["mm_encoder_outputs"] = mm
-        prepared = Prepared(out, records, entries, mask.sum(1).tolist(),
-                            [int(e.numel()) for e in entries])
-        self.last = prepared
-        return prepared
+        return Prepared(out, records, entries, mask.sum(1).tolist(),
+                        [int(e.numel()) for e in entries],
+                        self._candidates(entries, records, out["input_ids"].shape[1], side))
+
+    def _candidates(self, entries: list[torch.Tensor], records: list[VideoRecord], length: int,
+                    side: str) -> torch.Tensor:
+        """[B, L'] bool prunable columns (SPEC §10): each video's run of new placeholders;
+        OneVision's trailing newline stays outside, LLaVA-Video's per-frame newlines are in."""
+        flags = []
+        for b, e in enumerate(entries):
+            new = (e < 0).cpu()
+            if self.variant == "llava_onevision":
+                ends = new.nonzero().flatten()
+                end = 0
+                for record in (r for r in records if r.sample == b):
+                    end += record.slots_after
+                    new[ends[end - 1]] = False  # the video's newline
+            flags.append(new)
+        return pad_flags(flags, length, side)
 
     def _with_newlines(self, tokens: torch.Tensor, indices: torch.Tensor, frames: int,
                        per_frame: int, newline: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ representative's unmerged deepstack features). No window reordering. The config 
 
 from __future__ import annotations
 
+from ..config import FlashVIDConfig
 from ._qwen import QwenVLAdapter
 
 
@@ -20,3 +21,12 @@ class Qwen3VLAdapter(QwenVLAdapter):
     family = "qwen3_vl"
     window_order = False
     default_drop_markers = True
+
+    def _check_llm_stage(self, config: FlashVIDConfig) -> None:
+        levels = len(getattr(self.model.config.vision_config, "deepstack_visual_indexes", None)
+                     or ())
+        if config.pruning_layer < levels:
+            raise ValueError(
+                f"pruning_layer={config.pruning_layer}: Qwen3-VL adds deepstack features to the "
+                f"video tokens after each of its first {levels} decoder layers, so the inner-LLM "
+                f"stage must start at layer {levels} or later (published: 28)")
