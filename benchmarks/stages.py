@@ -135,7 +135,8 @@ def reference_stage(p: Prepared, stage: str, x: torch.Tensor | None = None) -> C
     if stage == "adts":
         return lambda: reference.adts(x, a, lengths, cfg, p.budget.adts)
     if stage == "tstm":
-        return lambda: reference.tstm(x, p.eligible, lengths, cfg, p.budget.total)
+        return lambda: reference.tstm(x, p.eligible, lengths, cfg,
+                                      [p.budget.total] * x.shape[0])
     if stage == "trees":
         return lambda: _reference_trees(p, x)
     if stage == "dpc":

@@ -5,14 +5,22 @@
 >>> out.tokens, out.indices                               # [V, D], [V] global positions
 """
 
-from .compress import compress, compress_batch
-from .config import Budget, FlashVIDConfig
+from .compress import compress, compress_batch, validate
+from .config import Budget, ExactBudget, FlashVIDConfig
 from .integrations import apply
-from .types import KIND_ADTS, KIND_CLUSTER, KIND_NAMES, KIND_ROOT, CompressedVideo
+from .types import (
+    KIND_ADTS,
+    KIND_CLUSTER,
+    KIND_NAMES,
+    KIND_ROOT,
+    CompressedBatch,
+    CompressedVideo,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Budget", "CompressedVideo", "FlashVIDConfig", "KIND_ADTS", "KIND_CLUSTER", "KIND_NAMES",
-    "KIND_ROOT", "apply", "compress", "compress_batch", "__version__",
+    "Budget", "CompressedBatch", "CompressedVideo", "ExactBudget", "FlashVIDConfig", "KIND_ADTS",
+    "KIND_CLUSTER", "KIND_NAMES", "KIND_ROOT", "apply", "compress", "compress_batch", "validate",
+    "__version__",
 ]

@@ -33,6 +33,19 @@ class Budget(NamedTuple):
     merge: int
 
 
+class ExactBudget(NamedTuple):
+    """The exact-count split of K output rows over F frames (``FlashVIDConfig.exact_budget``).
+
+    ``frame_totals[t]`` = floor((t+1) K / F) - floor(t K / F) rows for frame t (they differ by at
+    most one and sum to K); every frame keeps ``adts`` ADTS tokens; ``merge[t]`` =
+    frame_totals[t] - adts is frame t's share of its segment's merge budget.
+    """
+
+    frame_totals: list[int]
+    adts: int
+    merge: list[int]
+
+
 @dataclass(frozen=True)
 class FlashVIDConfig:
     """All FlashVID hyper-parameters. Defaults are the published LLaVA-OneVision setting.
@@ -65,6 +78,9 @@ class FlashVIDConfig:
         pruning_layer: decoder layer K of the inner-LLM stage (>= 1).
         llm_retention_ratio: fraction of visual tokens kept at layer K, in (0, 1].
         backend: "auto" (triton on CUDA tensors, torch otherwise), "torch", "triton", "reference".
+        exact_count: return exactly ``output_length(F, N)`` rows (or the ``num_tokens`` given to
+            ``compress``), with no data-dependent shape and no host synchronisation (see
+            docs/algorithm.md, "Exact-count mode"). Needs ``spatial_merge=True``.
     """
 
     retention_ratio: float = 0.10
@@ -84,6 +100,7 @@ class FlashVIDConfig:
     pruning_layer: int = 20
     llm_retention_ratio: float = 0.3
     backend: str = "auto"
+    exact_count: bool = False
 
     def __post_init__(self) -> None:
         # numpy scalars (np.float32, np.int64, np.bool_) become Python numbers
@@ -98,7 +115,8 @@ class FlashVIDConfig:
         _check_int("min_segments", self.min_segments, 1)
         _check_int("dpc_knn", self.dpc_knn, 1)
         _check_int("pruning_layer", self.pruning_layer, 1)
-        for name in ("segment", "complementary_segments", "spatial_merge", "dedupe"):
+        for name in ("segment", "complementary_segments", "spatial_merge", "dedupe",
+                     "exact_count"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(
                     f"FlashVIDConfig.{name} must be a bool, got {getattr(self, name)!r}")
@@ -111,6 +129,9 @@ class FlashVIDConfig:
                 f"FlashVIDConfig: retention_ratio * expansion = {self.retention_ratio!r} * "
                 f"{self.expansion!r} rounds to 0, so no token would be kept; expected a product "
                 "above 0 (at least one token per frame)")
+        if self.exact_count and not self.spatial_merge:
+            raise ValueError("FlashVIDConfig: exact_count=True needs spatial_merge=True (the "
+                             "spatial merge is what brings every segment to its exact count)")
 
     # ------------------------------------------------------------------ derived quantities
     def budget(self, tokens_per_frame: int) -> Budget:
@@ -129,6 +150,40 @@ class FlashVIDConfig:
             total = min(n, math.ceil(n * self.retention_ratio * self.expansion))
         adts = math.ceil(total * self.alpha)
         return Budget(total, adts, total - adts)
+
+    def output_length(self, frames: int, tokens_per_frame: int) -> int:
+        """Rows of an exact-count compression of a [frames, tokens_per_frame, D] video: F * B,
+        plain arithmetic on the shape (the default mode returns between F * B and F * B + F
+        rows, fewer with ``dedupe``)."""
+        frames = _positive("frames", frames)
+        return frames * self.budget(tokens_per_frame).total
+
+    def exact_budget(self, frames: int, tokens_per_frame: int,
+                     num_tokens: int | None = None) -> ExactBudget:
+        """How exact-count mode splits K = ``num_tokens`` rows (default ``output_length``) over
+        frames and between ADTS and merging (docs/algorithm.md, "Exact-count mode").
+
+        Frame t gets B_t = floor((t+1) K / F) - floor(t K / F) rows. Every frame keeps
+        a = ceil(b * alpha) ADTS tokens, b = floor(K / F) (the published split when K = F * B);
+        if that leaves some frame no merge budget while others have one, a = b - 1, so that every
+        frame can represent its merged tokens. The rest, B_t - a, is merged.
+        """
+        frames = _positive("frames", frames)
+        n = _positive("tokens_per_frame", tokens_per_frame)
+        k = self.output_length(frames, n) if num_tokens is None else num_tokens
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(f"num_tokens must be an int, got {k!r}")
+        k = int(k)
+        if not frames <= k <= frames * n:
+            raise ValueError(f"num_tokens must be in [{frames}, {frames * n}] (at least one token "
+                             f"per frame, at most every token) for {frames} frames of {n} "
+                             f"tokens, got {k}")
+        totals = [(t + 1) * k // frames - t * k // frames for t in range(frames)]
+        base = k // frames
+        adts = math.ceil(base * self.alpha)
+        if adts == base and k > frames * base:
+            adts = base - 1
+        return ExactBudget(totals, adts, [b - adts for b in totals])
 
     def replace(self, **changes: Any) -> FlashVIDConfig:
         """A copy with some fields changed (validated). Unknown names raise TypeError."""
@@ -176,6 +231,12 @@ def preset_name(name: str) -> str:
     if key not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {list(PRESETS)}")
     return key
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def _plain(value: Any) -> Any:

@@ -25,12 +25,14 @@ class CompressedVideo:
             a position can occur twice (published quirks Q2/Q3, ADTS row first).
         kinds: [V] int8, 0 = ADTS-kept, 1 = tree root kept as-is, 2 = spatial cluster.
         source: [F, N] int64, the output row that represents each input token: an ADTS token's
-            own row, otherwise the row of the cluster (or kept root) its tree went into. -1 only
-            when the merge budget is zero (then non-ADTS tokens are dropped, as published).
-        segment_lengths: [S] int64, frames per DySeg segment (all > 0, summing to F).
+            own row, otherwise the row of the cluster (or kept root) its tree went into. -1
+            exactly for the non-ADTS tokens when the merge budget is zero (``alpha=1``, or a
+            per-frame budget B with ceil(B * alpha) = B): those are dropped, as published.
+        segment_starts: [F] bool, True for the first frame of each DySeg segment.
         parents: [F, N] int64, global position of the previous-frame token a token was merged
             into by TSTM, -1 for tree roots, ADTS tokens and tokens outside any tree.
-        budget: the per-frame budget (total, adts, merge) used.
+        budget: the per-frame budget (total, adts, merge) used; in exact-count mode with
+            ``num_tokens`` the frames get ``total`` or ``total - 1`` tokens.
         config: the configuration used.
     """
 
@@ -38,10 +40,18 @@ class CompressedVideo:
     indices: torch.Tensor
     kinds: torch.Tensor
     source: torch.Tensor
-    segment_lengths: torch.Tensor
+    segment_starts: torch.Tensor
     parents: torch.Tensor
     budget: Budget
     config: FlashVIDConfig
+
+    @property
+    def segment_lengths(self) -> torch.Tensor:
+        """[S] int64 frames per DySeg segment (all > 0, summing to F); reading it synchronises
+        with the device."""
+        starts = self.segment_starts.nonzero().flatten()
+        ends = torch.cat([starts[1:], starts.new_tensor([self.segment_starts.numel()])])
+        return ends - starts
 
     @property
     def num_frames(self) -> int:
@@ -96,7 +106,7 @@ class CompressedVideo:
         return CompressedVideo(
             tokens=self.tokens.to(device), indices=self.indices.to(device),
             kinds=self.kinds.to(device), source=self.source.to(device),
-            segment_lengths=self.segment_lengths.to(device), parents=self.parents.to(device),
+            segment_starts=self.segment_starts.to(device), parents=self.parents.to(device),
             budget=self.budget, config=self.config,
         )
 
@@ -107,3 +117,32 @@ class CompressedVideo:
             "source": self.source, "segment_lengths": self.segment_lengths,
             "parents": self.parents,
         }
+
+
+class CompressedBatch(list):
+    """The results of :func:`flashvid.compress_batch`: a list of :class:`CompressedVideo`, one
+    per video, plus the rows of all videos as one flat tensor, the layout an inference engine
+    scatters into its embedding buffer.
+
+    Attributes:
+        tokens: [sum V_i, D] the rows of every video, video after video (in exact-count mode
+            the pipeline's own output, no copy; otherwise concatenated on first access).
+        offsets: [B + 1] int64 row offsets (like ``cu_seqlens``): video i is
+            ``tokens[offsets[i]:offsets[i + 1]]``.
+    """
+
+    def __init__(self, videos: list[CompressedVideo], tokens: torch.Tensor | None = None) -> None:
+        super().__init__(videos)
+        self._tokens = tokens
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        if self._tokens is None:
+            self._tokens = torch.cat([v.tokens for v in self])
+        return self._tokens
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        device = self[0].tokens.device if len(self) else None
+        rows = [0] + [v.tokens.shape[0] for v in self]
+        return torch.cumsum(torch.tensor(rows, dtype=torch.long), 0).to(device)

@@ -109,6 +109,6 @@ def test_stage_equals_reference(backend, merge):
     fast = get_backend(backend)
     stats = fast.frame_stats(x, event_mean=None, gram=False, segments=seg)
     got = stage.tstm(x, stats, eligible, seg, cfg, 18, fast)
-    parent, merged = reference.tstm(x, eligible, lengths, cfg, 18)
+    parent, merged = reference.tstm(x, eligible, lengths, cfg, [18] * x.shape[0])
     assert torch.equal(got.merged, merged)
     assert torch.equal(got.parent[merged], parent[merged])

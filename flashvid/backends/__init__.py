@@ -72,17 +72,24 @@ class Backend(Protocol):
               device: torch.device, *, grad: bool = False) -> torch.Tensor: ...
 
 
+_INSTANCES: dict[str, Backend] = {}
+
+
 def get_backend(name: str) -> Backend:
-    """The fast backend called ``name`` ("torch" or "triton")."""
-    if name == "triton":
-        from .triton import TritonBackend
+    """The fast backend called ``name`` ("torch" or "triton"); backends are stateless, so one
+    instance of each is shared."""
+    if name not in _INSTANCES:
+        if name == "triton":
+            from .triton import TritonBackend
 
-        return TritonBackend()
-    if name == "torch":
-        from .torch import TorchBackend
+            _INSTANCES[name] = TritonBackend()
+        elif name == "torch":
+            from .torch import TorchBackend
 
-        return TorchBackend()
-    raise ValueError(f"unknown fast backend {name!r}; expected 'torch' or 'triton'")
+            _INSTANCES[name] = TorchBackend()
+        else:
+            raise ValueError(f"unknown fast backend {name!r}; expected 'torch' or 'triton'")
+    return _INSTANCES[name]
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -44,7 +44,8 @@ class TorchBackend:
         valid until ``name`` is requested again on this thread. ``grad``: the result will be
         recorded by autograd (then it is always fresh, since a reused buffer would invalidate
         saved tensors)."""
-        if not self.reuse_buffers or device.type != "cpu" or (grad and torch.is_grad_enabled()):
+        if (not self.reuse_buffers or device.type != "cpu" or torch.compiler.is_compiling()
+                or (grad and torch.is_grad_enabled())):
             return torch.empty(shape, dtype=dtype, device=device)
         cache = _local.__dict__.setdefault("buffers", {})
         numel = 1
@@ -59,77 +60,82 @@ class TorchBackend:
         return buf[:numel].view(shape)
 
     # ------------------------------------------------------------------ statistics
-    @torch.no_grad()
     def frame_stats(self, x, *, event_mean=None, gram=False, segments=None) -> FrameStats:
         """Norms; with ``gram`` the cosine Grams (and, given ``event_mean`` [F, D], the event
         term); with ``segments`` the adjacent-pair similarities of the frames that continue a
         segment (-1 for segment starts)."""
-        frames, n, dim = x.shape
-        wd, dev = work_dtype(x.dtype), x.device
-        unit = self.empty("unit", (frames, n, dim), wd, dev)
-        norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
-        norms = norms.clamp_min(torch.finfo(wd).tiny)
-        torch.div(x, norms, out=unit)  # half / float32 -> float32
-        norms = norms[:, :, 0]
-        grams = event = pairs = None
-        if gram:
-            grams = torch.bmm(unit, unit.transpose(1, 2))  # [F, N, N]
-        if event_mean is not None:  # e_j = <x_j, mu_S>: [N, D] x [D, 2] per frame, as reference
-            mu = torch.zeros(frames, dim, 2, dtype=wd, device=dev)
-            mu[:, :, 0] = event_mean
-            event = torch.bmm(x.to(wd), mu)[:, :, 0]
-        if segments is not None:
-            runs = [(s, length) for s, length in zip(segments.starts, segments.lengths)
-                    if length > 1]
-            if runs:
-                pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
-                linked = torch.zeros(frames, dtype=torch.bool)
-                for s, length in runs:
-                    cur, prev = unit[s + 1 : s + length], unit[s : s + length - 1]
-                    torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
-                    linked[s + 1 : s + length] = True
-                pairs[~linked.to(dev)] = -1.0
-        return FrameStats(norms, event, grams, pairs)
+        with torch.no_grad():
+            frames, n, dim = x.shape
+            wd, dev = work_dtype(x.dtype), x.device
+            unit = self.empty("unit", (frames, n, dim), wd, dev)
+            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
+            norms = norms.clamp_min(torch.finfo(wd).tiny)
+            torch.div(x, norms, out=unit)  # half / float32 -> float32
+            norms = norms[:, :, 0]
+            grams = event = pairs = None
+            if gram:
+                grams = torch.bmm(unit, unit.transpose(1, 2))  # [F, N, N]
+            if event_mean is not None:  # e_j = <x_j, mu_S>: [N, D] x [D, 2] per frame, as reference
+                mu = torch.zeros(frames, dim, 2, dtype=wd, device=dev)
+                mu[:, :, 0] = event_mean
+                event = torch.bmm(x.to(wd), mu)[:, :, 0]
+            if segments is not None and segments.lengths is None and frames > 1:
+                # exact-count mode: every adjacent pair, segment starts masked (static shapes)
+                pairs = torch.cat([torch.full((1, n, n), -1.0, dtype=wd, device=dev),
+                                   torch.bmm(unit[1:], unit[:-1].transpose(1, 2))])
+                pairs = pairs.masked_fill(segments.start[:, None, None], -1.0)
+            elif segments is not None:
+                runs = [(s, length) for s, length in zip(segments.starts, segments.lengths)
+                        if length > 1]
+                if runs:
+                    pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
+                    linked = torch.zeros(frames, dtype=torch.bool)
+                    for s, length in runs:
+                        cur, prev = unit[s + 1 : s + length], unit[s : s + length - 1]
+                        torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
+                        linked[s + 1 : s + length] = True
+                    pairs[~linked.to(dev)] = -1.0
+            return FrameStats(norms, event, grams, pairs)
 
     # ------------------------------------------------------------------ adts
-    @torch.no_grad()
     def adts_select(self, x, stats, weights, k, exclude, fill) -> torch.Tensor:
         """[F, k] int64 sorted picks of the greedy max-min selection (see stages.adts)."""
-        frames, n, _ = x.shape
-        dist = stats.gram.neg_().add_(1.0)  # 1 - cos: [F, N(picked), N(candidate)], in place
-        if weights is not None:
-            dist.mul_(weights[:, None, :])
-        if stats.event is not None:
-            dist.mul_(stats.event[:, None, :])
-        rows = torch.arange(frames, device=x.device)
-        if n >= 2:
-            first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
-        else:
-            first = torch.zeros(frames, dtype=torch.long, device=x.device)
-        picks = [first]
-        running = dist[rows, first]  # [F, N] min over picked rows
-        chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
-        chosen[rows, first] = True
-        for _ in range(k - 1):
-            score = running.masked_fill(chosen, fill) if exclude else running
-            j = score.argmax(dim=-1)
-            picks.append(j)
-            chosen[rows, j] = True
-            running = torch.minimum(running, dist[rows, j])
-        return torch.stack(picks, dim=1).sort(dim=1).values
+        with torch.no_grad():
+            frames, n, _ = x.shape
+            dist = stats.gram.neg_().add_(1.0)  # 1 - cos: [F, N(picked), N(candidate)], in place
+            if weights is not None:
+                dist.mul_(weights[:, None, :])
+            if stats.event is not None:
+                dist.mul_(stats.event[:, None, :])
+            rows = torch.arange(frames, device=x.device)
+            if n >= 2:
+                first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
+            else:
+                first = torch.zeros(frames, dtype=torch.long, device=x.device)
+            picks = [first]
+            running = dist[rows, first]  # [F, N] min over picked rows
+            chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
+            chosen[rows, first] = True
+            for _ in range(k - 1):
+                score = running.masked_fill(chosen, fill) if exclude else running
+                j = score.argmax(dim=-1)
+                picks.append(j)
+                chosen[rows, j] = True
+                running = torch.minimum(running, dist[rows, j])
+            return torch.stack(picks, dim=1).sort(dim=1).values
 
     # ------------------------------------------------------------------ tstm
-    @torch.no_grad()
     def tstm_edges(self, x, stats, eligible, segments) -> Edges:
         """Most similar eligible previous-frame token, from ``stats.pairs``."""
-        frames, n, _ = x.shape
-        maxsim = torch.full((frames, n), -1.0, dtype=work_dtype(x.dtype), device=x.device)
-        parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
-        if stats.pairs is None:
+        with torch.no_grad():
+            frames, n, _ = x.shape
+            maxsim = torch.full((frames, n), -1.0, dtype=work_dtype(x.dtype), device=x.device)
+            parent = torch.full((frames, n), -1, dtype=torch.long, device=x.device)
+            if stats.pairs is None:
+                return Edges(parent, maxsim)
+            sim = stats.pairs[1:].masked_fill_(~eligible[:-1, None, :], -1.0)  # [F-1, N(t), N(t-1)]
+            best, arg = sim.max(dim=-1)
+            rows = eligible[1:] & (best > -1.0)
+            maxsim[1:] = torch.where(eligible[1:], best, -1.0)
+            parent[1:] = torch.where(rows, arg, -1)
             return Edges(parent, maxsim)
-        sim = stats.pairs[1:].masked_fill_(~eligible[:-1, None, :], -1.0)  # [F-1, N(t), N(t-1)]
-        best, arg = sim.max(dim=-1)
-        rows = eligible[1:] & (best > -1.0)
-        maxsim[1:] = torch.where(eligible[1:], best, -1.0)
-        parent[1:] = torch.where(rows, arg, -1)
-        return Edges(parent, maxsim)

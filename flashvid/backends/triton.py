@@ -43,17 +43,17 @@ class TritonBackend:
     def empty(self, name, shape, dtype, device, *, grad=False) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype, device=device)
 
-    @torch.no_grad()
     def frame_stats(self, x, *, event_mean=None, gram=False, segments=None) -> FrameStats:
-        norms, event = self.kernels.token_stats(x, event_mean)
-        return FrameStats(norms, event)
+        with torch.no_grad():
+            norms, event = self.kernels.token_stats(x, event_mean)
+            return FrameStats(norms, event)
 
-    @torch.no_grad()
     def adts_select(self, x, stats, weights, k, exclude, fill) -> torch.Tensor:
-        return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=stats.event,
-                                        norms=stats.norms)
+        with torch.no_grad():
+            return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=stats.event,
+                                            norms=stats.norms)
 
-    @torch.no_grad()
     def tstm_edges(self, x, stats, eligible, segments) -> Edges:
-        parent, maxsim = self.kernels.tstm_edges(x, eligible, segments.start, norms=stats.norms)
-        return Edges(parent.long(), maxsim)
+        with torch.no_grad():
+            parent, maxsim = self.kernels.tstm_edges(x, eligible, segments.start, norms=stats.norms)
+            return Edges(parent.long(), maxsim)

@@ -6,28 +6,40 @@ import math
 
 import torch
 
-from ..config import FlashVIDConfig
+from ..config import Budget, FlashVIDConfig
 from ..types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
 from ..validation import check_representable
 from .adts import adts
-from .dpc import dpc
+from .dpc import dpc, exact_cluster_counts
 from .dyseg import dyseg, frame_means
 from .trees import trees
 from .tstm import tstm
 from .util import spans
 
 
-def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
-             config: FlashVIDConfig) -> CompressedVideo:
+def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfig,
+             num_tokens: int | None = None) -> CompressedVideo:
     """The whole vision-side pipeline on one video (inputs already validated).
 
     Decisions and merged values are computed in float32 for half-precision input (float64 for
-    float64); merged rows are cast back to the input dtype, ADTS rows are copied.
+    float64); merged rows are cast back to the input dtype, ADTS rows are copied. In exact-count
+    mode (``config.exact_count`` or ``num_tokens``) the output has exactly K rows
+    (``config.exact_budget``), at unique positions.
     """
     frames, n, dim = tokens.shape
     device = tokens.device
-    budget = config.budget(n)
-    lengths = dyseg(tokens, config)
+    exact = config.exact_count or num_tokens is not None
+    user_config = config
+    if exact:
+        split = config.exact_budget(frames, n, num_tokens)
+        frame_budgets, merge = split.frame_totals, split.merge
+        top = max(frame_budgets)
+        budget = Budget(top, split.adts, top - split.adts)
+        config = config.replace(dedupe=True)  # no position twice (quirks Q2, Q3 off)
+    else:
+        budget = config.budget(n)
+        frame_budgets, merge = [budget.total] * frames, [budget.merge] * frames
+    lengths = dyseg(tokens, config, exact)
     means = frame_means(tokens) if config.selection == "adts" else None
     picks = adts(tokens, cls_attn, lengths, config, budget.adts, means)  # [F, k]
     eligible = torch.ones(frames, n, dtype=torch.bool, device=device)
@@ -41,8 +53,8 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
             if row_of[t * n + i] < 0:  # a duplicate pick (Q2) represents nothing
                 row_of[t * n + i] = row
     parents = torch.full((frames, n), -1, dtype=torch.long, device=device)
-    if budget.merge > 0:
-        parent, merged = tstm(tokens, eligible, lengths, config, budget.total)
+    if sum(merge) > 0:
+        parent, merged = tstm(tokens, eligible, lengths, config, frame_budgets)
         values = trees(tokens, parent, merged, lengths, config.aggregation)
         root_of = torch.arange(frames * n, device=device).view(frames, n)
         for t in range(1, frames):
@@ -50,7 +62,8 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
             root_of[t] = torch.where(merged[t], root_of[t - 1][parent[t].clamp_min(0)],
                                      root_of[t])
         for start, end in spans(lengths):
-            _spatial_merge(start, end, values, merged, eligible, budget, config, out, row_of)
+            _spatial_merge(start, end, values, merged, eligible, sum(merge[start:end]), exact,
+                           config, out, row_of)
         # every merged token is represented where its tree root went
         members = eligible & (root_of != torch.arange(frames * n, device=device).view(frames, n))
         row_of.view(frames, n)[members] = row_of[root_of[members]]
@@ -69,10 +82,10 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor,
         indices=torch.tensor([out.index[r] for r in order], dtype=torch.long, device=device),
         kinds=torch.tensor([out.kind[r] for r in order], dtype=torch.int8, device=device),
         source=source.view(frames, n),
-        segment_lengths=torch.tensor(lengths, dtype=torch.long, device=device),
+        segment_starts=_starts(lengths, device),
         parents=parents,
         budget=budget,
-        config=config,
+        config=user_config,
     )
 
 
@@ -92,10 +105,12 @@ class _Rows:
 
 
 def _spatial_merge(start: int, end: int, values: torch.Tensor, merged: torch.Tensor,
-                   eligible: torch.Tensor, budget, config: FlashVIDConfig, out: _Rows,
-                   row_of: torch.Tensor) -> None:
-    """The spatial merge (SPEC §8) of the segment [start, end): adds its rows to ``out`` and sets
-    ``row_of`` for its candidates (ADTS candidates stay represented by their ADTS row)."""
+                   eligible: torch.Tensor, target: int, exact: bool, config: FlashVIDConfig,
+                   out: _Rows, row_of: torch.Tensor) -> None:
+    """The spatial merge (SPEC §8) of the segment [start, end) down to ``target`` rows: adds its
+    rows to ``out`` and sets ``row_of`` for its candidates (ADTS candidates stay represented by
+    their ADTS row). Frame t gets ceil(c_t * target / C) clusters (``exact``: the exact split
+    of ``dpc.exact_cluster_counts``)."""
     length, n = end - start, values.shape[1]
     if length == 1:
         # Quirk Q3: one frame has no temporal merging, and all N tokens (ADTS ones included) go
@@ -106,7 +121,7 @@ def _spatial_merge(start: int, end: int, values: torch.Tensor, merged: torch.Ten
     frame_roots = [candidates[t].nonzero().flatten() for t in range(length)]
     counts = [int(r.numel()) for r in frame_roots]
     total = sum(counts)
-    ratio = budget.merge * length / total if total else math.inf
+    ratio = target / total if total else math.inf
     if not config.spatial_merge or ratio >= 1.0:
         for t, roots in enumerate(frame_roots):
             for i in roots.tolist():
@@ -116,7 +131,8 @@ def _spatial_merge(start: int, end: int, values: torch.Tensor, merged: torch.Ten
                     row_of[g] = row
         return
     frame_values = [values[start + t][frame_roots[t]] for t in range(length)]
-    clusters = [math.ceil(c * ratio) for c in counts]
+    clusters = exact_cluster_counts(counts, target) if exact else \
+        [math.ceil(c * ratio) for c in counts]
     for t, result in enumerate(dpc(frame_values, clusters, config.dpc_knn)):
         if result is None:
             continue
@@ -132,3 +148,10 @@ def _spatial_merge(start: int, end: int, values: torch.Tensor, merged: torch.Ten
                             dtype=torch.long, device=values.device)
         is_adts = ~eligible[start + t][roots]
         row_of[gids[~is_adts]] = rows[assign[~is_adts]]
+
+
+def _starts(lengths: list[int], device: torch.device) -> torch.Tensor:
+    """[F] bool: True for the first frame of each segment."""
+    starts = torch.zeros(sum(lengths), dtype=torch.bool, device=device)
+    starts[[start for start, _ in spans(lengths)]] = True
+    return starts

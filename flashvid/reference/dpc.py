@@ -53,3 +53,25 @@ def dpc(frame_values: list[torch.Tensor], clusters: list[int],
     (assign [c_t], centres [k_t]) or None."""
     return [dpc_knn(distances(v), min(k, knn), k) if k > 0 else None
             for v, k in zip(frame_values, clusters)]
+
+
+def exact_cluster_counts(counts: list[int], target: int) -> list[int]:
+    """Exact-count mode: ``target`` clusters over the frames of one segment with ``counts``
+    candidates (target <= sum(counts), and at least the number of frames with candidates).
+
+    Every frame with candidates gets one cluster; the remaining target - P go by the largest
+    remainder of (target - P) * (c_t - 1) / (C - P) (C the candidates, P the frames that have
+    some), equal remainders to the earlier frame. The counts sum to ``target`` exactly.
+    """
+    base = [int(c > 0) for c in counts]
+    rest = target - sum(base)
+    weights = [c - b for c, b in zip(counts, base)]
+    total = sum(weights)
+    if total == 0:
+        return base
+    floors = [rest * w // total for w in weights]
+    remainders = [rest * w % total for w in weights]
+    extra = rest - sum(floors)
+    order = sorted(range(len(counts)), key=lambda t: (-remainders[t], t))
+    bonus = set(order[:extra])
+    return [b + f + (t in bonus) for t, (b, f) in enumerate(zip(base, floors))]

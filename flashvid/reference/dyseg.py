@@ -16,7 +16,7 @@ def frame_means(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.mean(dim=1, dtype=work_dtype(tokens.dtype))
 
 
-def dyseg(tokens: torch.Tensor, config: FlashVIDConfig) -> list[int]:
+def dyseg(tokens: torch.Tensor, config: FlashVIDConfig, exact: bool = False) -> list[int]:
     """Segment lengths of a [F, N, D] video (SPEC §5).
 
     Cuts where the cosine similarity s_t of adjacent frame means is < threshold. If that gives
@@ -25,7 +25,8 @@ def dyseg(tokens: torch.Tensor, config: FlashVIDConfig) -> list[int]:
     the CPU, so that ties go as they go there. Should that re-pick an existing cut (frames that
     repeat have s_t >= 1.0, the marker's value), the extra cuts are taken among the frames that
     are not cuts instead: complementary cuts are always new, and the video gets
-    min(``min_segments``, F) segments.
+    min(``min_segments``, F) segments. ``exact`` (exact-count mode) takes the new cuts at the
+    smallest similarities among the frames that are not cuts, equal values to the lowest index.
     """
     frames = tokens.shape[0]
     if not config.segment or frames == 1:
@@ -35,7 +36,10 @@ def dyseg(tokens: torch.Tensor, config: FlashVIDConfig) -> list[int]:
     sim = torch.sum(g[:-1] * g[1:], dim=-1).cpu()  # [F-1] transition similarities
     cuts = set((sim < threshold).nonzero().flatten().tolist())
     missing = config.min_segments - (len(cuts) + 1)
-    if config.complementary_segments and missing > 0:
+    if config.complementary_segments and missing > 0 and exact:
+        order = [t for t in torch.sort(sim, stable=True).indices.tolist() if t not in cuts]
+        cuts.update(order[:missing])
+    elif config.complementary_segments and missing > 0:
         marked = torch.where(sim < threshold, 1.0, sim)  # the published marker for existing cuts
         extra = torch.topk(marked, min(missing, frames - 1), largest=False).indices.tolist()
         if cuts & set(extra):  # re-picked: take new cuts only

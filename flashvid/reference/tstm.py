@@ -50,10 +50,12 @@ def tstm_merged(maxsim: torch.Tensor, threshold: float, lower: int) -> tuple[tor
 
 
 def tstm(tokens: torch.Tensor, eligible: torch.Tensor, lengths: list[int],
-         config: FlashVIDConfig, per_frame_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+         config: FlashVIDConfig, frame_budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(parent [F, N] index in frame t-1 or -1, merged [F, N] bool) of every segment (SPEC §7).
 
-    Segments of one frame, and a ``temporal_threshold`` of 1, merge nothing.
+    A segment must keep at least the sum of its frames' budgets ``frame_budgets`` (B per frame;
+    B_t in exact-count mode). Segments of one frame, and a ``temporal_threshold`` of 1, merge
+    nothing.
     """
     frames, n, _ = tokens.shape
     parent = torch.full((frames, n), -1, dtype=torch.long, device=tokens.device)
@@ -66,5 +68,5 @@ def tstm(tokens: torch.Tensor, eligible: torch.Tensor, lengths: list[int],
         maxsim, parent[start:end] = tstm_edges(tokens[start:end], eligible[start:end],
                                                config.temporal_merge == "ttm")
         merged[start:end], _ = tstm_merged(maxsim, config.temporal_threshold,
-                                           per_frame_budget * (end - start))
+                                           sum(frame_budgets[start:end]))
     return parent, merged

@@ -20,10 +20,10 @@ def needs_gram(cfg: FlashVIDConfig, k: int) -> bool:
 def event_mean(means: torch.Tensor, seg: Segments) -> torch.Tensor:
     """[F, D] mean token mu_S of each frame's segment: the sum of its frame means (``means``
     [F, D], added frame after frame) divided by its length."""
-    sums = torch.zeros(len(seg.lengths), means.shape[1], dtype=means.dtype, device=means.device)
+    sums = torch.zeros(seg.slots, means.shape[1], dtype=means.dtype, device=means.device)
     sums.index_add_(0, seg.of_frame, means)  # sequential on the CPU: the reference's order
-    segment_means = sums / count_into(seg.of_frame, len(seg.lengths), means.dtype)[:, None]
-    return segment_means[seg.of_frame]
+    counts = count_into(seg.of_frame, seg.slots, means.dtype).clamp_min(1.0)
+    return (sums / counts[:, None])[seg.of_frame]
 
 
 def adts(x: torch.Tensor, a: torch.Tensor, stats: FrameStats, cfg: FlashVIDConfig, k: int,

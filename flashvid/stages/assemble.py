@@ -81,7 +81,7 @@ def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor, seg: 
     rank[order] = torch.arange(order.numel(), device=device)
     source = torch.where(row_of >= 0, rank[row_of.clamp_min(0)], -1).view(frames, n)
     rows = (all_value[order], all_gid[order], all_kind[order].to(torch.int8))
-    videos = _split(rows, source, parents.view(frames, n), seg.lengths, video_frames,
+    videos = _split(rows, source, parents.view(frames, n), seg.start, video_frames,
                     rows_per_frame, n, budget, cfg)
     return Assembled(videos, overflow, peak)
 
@@ -125,26 +125,79 @@ def _merged_rows(merge: Merge, eligible: torch.Tensor, first_row: int, gids: lis
     return tree_row, merged_rows
 
 
-def _split(rows, source, parents, lengths, video_frames, rows_per_frame, n, budget,
-           cfg) -> list[CompressedVideo]:
-    """One CompressedVideo per video of the flat frame list (row ranges known on the host)."""
+def split(rows, source, parents, starts, video_frames, video_rows, n, budget,
+          cfg) -> list[CompressedVideo]:
+    """One CompressedVideo per video of a flat frame list whose rows are sorted by position;
+    ``video_rows``: the rows of each video (host)."""
     value, gid, kind = rows
-    device = gid.device
-    videos, frame0, row0, seg0 = [], 0, 0, 0
-    for frames in video_frames:
-        count = sum(rows_per_frame[frame0 : frame0 + frames])
-        segs, covered = [], 0
-        while covered < frames:
-            segs.append(lengths[seg0])
-            covered += lengths[seg0]
-            seg0 += 1
+    videos, frame0, row0 = [], 0, 0
+    for frames, count in zip(video_frames, video_rows):
         src = source[frame0 : frame0 + frames]
         par = parents[frame0 : frame0 + frames]
         videos.append(CompressedVideo(
             tokens=value[row0 : row0 + count], indices=gid[row0 : row0 + count] - frame0 * n,
             kinds=kind[row0 : row0 + count], source=torch.where(src >= 0, src - row0, -1),
-            segment_lengths=to_device([segs], device)[0],
+            segment_starts=starts[frame0 : frame0 + frames],
             parents=torch.where(par >= 0, par - frame0 * n, -1), budget=budget, config=cfg))
         frame0 += frames
         row0 += count
     return videos
+
+
+def _split(rows, source, parents, starts, video_frames, rows_per_frame, n, budget,
+           cfg) -> list[CompressedVideo]:
+    video_rows, frame0 = [], 0
+    for frames in video_frames:
+        video_rows.append(sum(rows_per_frame[frame0 : frame0 + frames]))
+        frame0 += frames
+    return split(rows, source, parents, starts, video_frames, video_rows, n, budget, cfg)
+
+
+# --------------------------------------------------------------------------- exact-count mode
+def assemble_exact(x: torch.Tensor, picks: torch.Tensor, trees: Trees | None,
+                   row: torch.Tensor | None, centres: torch.Tensor | None,
+                   keep: torch.Tensor | None, seg: Segments, video_frames: list[int],
+                   video_rows: list[int], budget: Budget,
+                   cfg: FlashVIDConfig) -> tuple[Assembled, torch.Tensor]:
+    """Exact-count mode: the rows (ADTS tokens, then one per cluster: ``row`` [F*N] the cluster
+    of every candidate, ``centres`` [M] their positions, ``keep`` [F] frames whose candidates
+    are kept as they are) sorted by position, with no data-dependent size. Returns the per-video
+    results and the flat [sum K, D] rows they are views of."""
+    frames, n, dim = x.shape
+    device = x.device
+    k = picks.shape[1]
+    frame = torch.arange(frames, device=device)
+    adts_gid = (frame[:, None] * n + picks).reshape(-1)  # [F*k], no repeats in exact mode
+    flat = x.reshape(-1, dim)
+    gids, kinds, values = [adts_gid], [torch.full_like(adts_gid, KIND_ADTS)], [flat[adts_gid]]
+    row_of = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    row_of[adts_gid] = torch.arange(adts_gid.numel(), device=device)
+    parents = torch.full((frames * n,), -1, dtype=torch.long, device=device)
+    overflow = peak = None
+    if trees is not None:
+        num = centres.numel()
+        slot = torch.where(row >= 0, row, num)
+        sums = torch.zeros(num + 1, dim, dtype=trees.values.dtype, device=device)
+        sums.index_add_(0, slot, trees.values)
+        sizes = count_into(slot, num + 1, trees.values.dtype)[:num].clamp_min(1.0)
+        merged = sums[:num] / sizes[:, None]
+        gids.append(centres)
+        kinds.append(torch.where(keep[centres // n], KIND_ROOT, KIND_CLUSTER))
+        values.append(merged)
+        tree_row = row[trees.root]  # every token goes where its tree root went
+        row_of = torch.where(row_of >= 0, row_of, torch.where(tree_row >= 0,
+                                                              adts_gid.numel() + tree_row, -1))
+        parents = trees.parent
+        if x.dtype == torch.float16 and cfg.aggregation == "official":
+            overflow = torch.isinf(merged.to(x.dtype)).any()
+            peak = merged.abs().amax() if num else merged.new_zeros(())
+    all_gid = torch.cat(gids)
+    order = torch.argsort(all_gid, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device)
+    source = torch.where(row_of >= 0, rank[row_of.clamp_min(0)], -1).view(frames, n)
+    value = torch.cat([v.to(x.dtype) for v in values])[order]
+    rows = (value, all_gid[order], torch.cat(kinds)[order].to(torch.int8))
+    videos = split(rows, source, parents.view(frames, n), seg.start, video_frames, video_rows,
+                   n, budget, cfg)
+    return Assembled(videos, overflow, peak), value

@@ -171,3 +171,120 @@ def distances(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.T
     lhs[..., dim], lhs[..., dim + 1] = norms, 1.0
     rhs[..., dim], rhs[..., dim + 1] = 1.0, norms
     return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min_(0).sqrt_()
+
+
+# --------------------------------------------------------------------------- exact-count mode
+def exact_counts(counts: torch.Tensor, merge: torch.Tensor,
+                 seg: Segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact-count mode: (clusters [F], keep [F] bool) from the candidates ``counts`` [F] and the
+    per-frame merge budgets ``merge`` [F] (int64), with no host synchronisation.
+
+    A segment's target T is the sum of its frames' merge budgets. Every frame with candidates
+    gets one cluster; the other T - P (P such frames) go by the largest remainder of
+    (T - P) * (c_t - 1) / (C - P), equal remainders to the earlier frame; the counts sum to T.
+    ``keep``: the segment has no more candidates than T, so they are kept as they are.
+    """
+    device = counts.device
+    frames = counts.shape[0]
+    slots = seg.slots
+
+    def per_segment(v: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(slots, dtype=torch.long, device=device).index_add_(0, seg.of_frame, v)
+
+    base = (counts > 0).long()
+    target, total, present = per_segment(merge), per_segment(counts), per_segment(base)
+    rest = (target - present)[seg.of_frame]  # clusters beyond one per frame
+    weight = counts - base
+    pool = (total - present)[seg.of_frame]
+    safe = pool.clamp_min(1)
+    floor = torch.where(pool > 0, rest * weight // safe, 0)
+    remainder = torch.where(pool > 0, rest * weight % safe, 0)
+    extra = (target - present - per_segment(floor))[seg.of_frame]
+    # rank the frames of each segment by remainder (descending), earlier frame first on ties
+    # (a remainder is below F * N, far below 2**40)
+    key = seg.of_frame * (2**40) + (2**40 - 1 - remainder)
+    order = torch.argsort(key, stable=True)
+    frame = torch.arange(frames, device=device)
+    first = torch.cummax(torch.where(seg.start, frame, 0), 0).values  # segment's first frame
+    rank = torch.empty_like(order)
+    rank[order] = frame - first[order]
+    clusters = base + floor + (rank < extra).long()
+    keep = (target >= total)[seg.of_frame]
+    return clusters, keep
+
+
+@torch.no_grad()
+def static_dpc(values: torch.Tensor, candidates: torch.Tensor, clusters: torch.Tensor,
+               total: int, knn: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact-count mode: DPC-kNN of every frame at once, padded to N, with no data-dependent
+    size (``clusters`` [F] per frame, ``total`` their sum, known on the host).
+
+    Args:
+        values: [F*N, D] work-dtype tree value at every position (valid at the candidates).
+        candidates: [F, N] bool.
+    Returns:
+        (row [F*N] int64: the cluster (0..total-1) of every candidate, -1 elsewhere;
+         centres [total] int64: the flat position of each cluster's centre; clusters in frame
+         order, a frame's in descending score order). Distances follow torch.cdist frame by
+         frame, as in the default mode.
+    """
+    frames, n = candidates.shape
+    dim = values.shape[1]
+    device = values.device
+    count = candidates.sum(dim=1)  # [F]
+    order = torch.argsort((~candidates).to(torch.int8), dim=1, stable=True)  # candidates first
+    z = values.view(frames, n, dim).gather(1, order[:, :, None].expand(frames, n, dim))
+    pos = torch.arange(n, device=device)
+    valid = pos[None, :] < count[:, None]  # [F, P]
+    dist = _frame_distances(z, count) / math.sqrt(dim)
+    dist = dist.masked_fill(~valid[:, None, :], math.inf)
+
+    knn_t = torch.minimum(clusters, torch.full_like(clusters, knn)).clamp_min(1)
+    kmax = min(knn, n)
+    nearest = torch.topk(dist, kmax, dim=-1, largest=False).values  # [F, P, kmax]
+    density = torch.zeros(frames, n, dtype=dist.dtype, device=device)
+    for kk in range(1, kmax + 1):
+        density = torch.where((knn_t == kk)[:, None],
+                              torch.mean(-(nearest[:, :, :kk] ** 2), dim=-1).exp(), density)
+    c = count.clamp_min(1)[:, None].double()
+    ramp = 1e-6 * (c - 1 - pos[None, :].double()) / c  # the deterministic tie ramp
+    density = torch.where(valid, density + ramp.to(density.dtype), -1.0)
+    denser = density[:, None, :] > density[:, :, None]  # [F, i, j]: j denser than i
+    pair = valid[:, :, None] & valid[:, None, :]
+    dmax = dist.masked_fill(~pair, -math.inf).amax(dim=(1, 2))
+    delta = torch.where(denser, dist, dmax[:, None, None]).min(dim=-1).values
+    score = torch.where(valid, delta * density, -math.inf)
+    ranked = torch.argsort(score, dim=-1, descending=True, stable=True)  # [F, P] by score
+    is_centre = pos[None, :] < clusters[:, None]  # rank r is a centre of its frame
+    to_centre = torch.gather(dist, 2, ranked[:, None, :].expand(frames, n, n))
+    local = to_centre.masked_fill(~is_centre[:, None, :], math.inf).argmin(dim=-1)  # [F, P]
+    local = torch.cat([local, local.new_zeros(frames, 1)], dim=1)
+    local.scatter_(1, torch.where(is_centre, ranked, n), pos.expand(frames, n))
+    local = local[:, :n]
+    first_row = torch.cumsum(clusters, 0) - clusters  # [F]
+    slot_row = torch.where(valid, first_row[:, None] + local, -1)  # cluster of each slot
+    row = torch.full((frames, n), -1, dtype=torch.long, device=device)
+    row.scatter_(1, order, slot_row)
+    centre_rank = compact(is_centre.flatten(), total)  # flat (frame, rank), in row order
+    centre_slot = ranked.flatten()[centre_rank]
+    centre_frame = centre_rank // n
+    centres = centre_frame * n + order.flatten()[centre_frame * n + centre_slot]
+    return row.view(-1), centres
+
+
+def _frame_distances(z: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """[F, P, P] ||z_i - z_j|| of every frame of z [F, P, D] as torch.cdist computes them on that
+    frame's ``count`` rows alone: directly for at most 25 rows, else in its matmul form."""
+    frames, width, dim = z.shape
+    short = min(width, CDIST_MM_ROWS)
+    direct = torch.cdist(z[:, :short], z[:, :short])
+    if width <= CDIST_MM_ROWS:
+        return direct
+    sq = torch.pow(z, 2).sum(dim=-1)
+    ones = torch.ones_like(sq)
+    lhs = torch.cat([z * -2, sq[..., None], ones[..., None]], dim=-1)
+    rhs = torch.cat([z, ones[..., None], sq[..., None]], dim=-1)
+    mm = torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min(0).sqrt()
+    direct = torch.nn.functional.pad(direct, (0, width - short, 0, width - short))
+    use_direct = (count <= CDIST_MM_ROWS)[:, None, None]
+    return torch.where(use_direct, direct, mm)

@@ -16,22 +16,23 @@ class Segments:
     """The segments of a flat frame list (segments never cross a video boundary).
 
     Attributes:
-        lengths: frames per segment (host), summing to F.
-        starts: first frame of each segment (host).
-        of_frame: [F] int64 segment id of each frame.
+        of_frame: [F] int64 segment id of each frame (0, 1, ... in frame order).
         start: [F] bool, True for the first frame of each segment.
         single: [F] bool, True for the frames of single-frame segments.
+        slots: the size of per-segment arrays: the number of segments when known on the host,
+            else F (exact-count mode: the segments stay on the device).
+        longest: the longest segment's frames, or an upper bound of it.
+        lengths: frames per segment (host), or None in exact-count mode.
+        starts: first frame of each segment (host), or None in exact-count mode.
     """
 
-    lengths: list[int]
-    starts: list[int]
     of_frame: torch.Tensor
     start: torch.Tensor
     single: torch.Tensor
-
-    @property
-    def longest(self) -> int:
-        return max(self.lengths)
+    slots: int
+    longest: int
+    lengths: list[int] | None = None
+    starts: list[int] | None = None
 
 
 def frame_means(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -89,4 +90,57 @@ def make_segments(lengths: list[int], device: torch.device) -> Segments:
         [[s for s, length in enumerate(lengths) for _ in range(length)],
          [int(i == 0) for length in lengths for i in range(length)],
          [int(length == 1) for length in lengths for _ in range(length)]], device)
-    return Segments(lengths, starts, of_frame, first.bool(), single.bool())
+    return Segments(of_frame, first.bool(), single.bool(), len(lengths), max(lengths),
+                    list(lengths), starts)
+
+
+def static_segments(sim: torch.Tensor | None, video_frames: list[int], cfg: FlashVIDConfig,
+                    device: torch.device) -> Segments:
+    """Exact-count mode: the segments as device tensors, without a host synchronisation.
+
+    Cuts where sim < threshold (``sim`` [F-1], None for one frame); with
+    ``complementary_segments`` each video with fewer than ``min_segments`` segments takes its
+    missing cuts at the smallest similarities among the frames that are not cuts, equal values
+    to the lowest index (a stable sort, where the default mode follows torch.topk's order).
+    """
+    frames = sum(video_frames)
+    frame = torch.arange(frames, device=device)
+    # video id and first frame of every frame, from scalar comparisons (no host-to-device copy,
+    # so that the whole call can be captured in a CUDA graph)
+    video_of = torch.zeros(frames, dtype=torch.long, device=device)
+    first = frame == 0
+    offset = 0
+    for count in video_frames[:-1]:
+        offset += count
+        video_of += (frame >= offset).long()
+        first |= frame == offset
+    if cfg.segment and sim is not None:
+        boundary = first[1:]  # a transition between two videos is no cut
+        cut = (sim < cfg.segment_threshold) & ~boundary
+        if cfg.complementary_segments:
+            cut = cut | _complementary(sim, cut, boundary, video_of[:-1], video_frames,
+                                       cfg.min_segments)
+        first = torch.cat([first[:1], first[1:] | cut])
+    of_frame = torch.cumsum(first.long(), 0) - 1
+    nxt = torch.cat([first[1:], first.new_ones(1)])
+    return Segments(of_frame, first, first & nxt, frames, max(video_frames))
+
+
+def _complementary(sim, cut, boundary, video_of, video_frames, minimum) -> torch.Tensor:
+    """[F-1] bool: the new cuts that bring every video to ``minimum`` segments (``video_of``:
+    the video of each transition's first frame)."""
+    device = sim.device
+    cuts = torch.zeros(len(video_frames), dtype=torch.long, device=device)
+    cuts.index_add_(0, video_of, cut.long())
+    missing = (minimum - 1 - cuts).clamp_min(0)  # [videos]
+    # rank the other transitions of each video by similarity (stable: ties to the lowest index)
+    key = torch.where(cut | boundary, torch.inf, sim.double())
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(video_of[order], stable=True)]  # grouped by video
+    # transitions before each video's own: its first frame
+    before = torch.zeros_like(video_of)
+    for v, count in enumerate(video_frames[:-1]):
+        before += (video_of > v).long() * count
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device) - before[order]
+    return ~cut & ~boundary & (rank < missing[video_of])

@@ -85,3 +85,19 @@ def tree_values(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
     else:  # tree sizes
         denom = count_into(member_slot, count + 1, x.dtype)[:count]
     return sums[:count].div_(denom.unsqueeze(-1))
+
+
+def static_trees(x: torch.Tensor, forest: Forest, seg: Segments, cfg: FlashVIDConfig,
+                 backend: Backend) -> Trees:
+    """Exact-count mode: roots and the tree value at every token's position ([F*N, D], valid at
+    the roots), with no data-dependent size."""
+    frames, n, dim = x.shape
+    gid = torch.arange(frames * n, device=x.device).view(frames, n)
+    prev_gid = (gid - n).clamp_min(0)
+    parent = torch.where(forest.merged, prev_gid.gather(1, forest.parent.clamp_min(0)), -1)
+    parent = parent.view(-1)
+    root = tree_roots(parent, seg.longest - 1)
+    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    every = gid.view(-1)
+    return Trees(parent, root, every, tree_values(x.reshape(-1, dim).to(wd), root, parent,
+                                                  every, cfg.aggregation, backend))

@@ -43,8 +43,9 @@ def needs_pairs(cfg: FlashVIDConfig, seg: Segments, merge_budget: int) -> bool:
 
 
 def tstm(x: torch.Tensor, stats: FrameStats | None, eligible: torch.Tensor, seg: Segments,
-         cfg: FlashVIDConfig, per_frame_budget: int, backend: Backend) -> Forest:
-    """The merge decisions (``stats`` from the backend, needed for ``temporal_merge="tstm"``)."""
+         cfg: FlashVIDConfig, frame_budgets: int | torch.Tensor, backend: Backend) -> Forest:
+    """The merge decisions (``stats`` from the backend, needed for ``temporal_merge="tstm"``).
+    ``frame_budgets``: the budget B of every frame, or [F] int64 per-frame budgets."""
     frames, n, _ = x.shape
     if not runs(cfg, seg):
         return Forest(torch.full((frames, n), -1, dtype=torch.long, device=x.device),
@@ -53,21 +54,24 @@ def tstm(x: torch.Tensor, stats: FrameStats | None, eligible: torch.Tensor, seg:
         edges = same_position_edges(x, eligible, seg)
     else:
         edges = backend.tstm_edges(x, stats, eligible, seg)
-    merged = merge_decisions(edges.maxsim, seg, cfg.temporal_threshold, per_frame_budget)
+    merged = merge_decisions(edges.maxsim, seg, cfg.temporal_threshold, frame_budgets)
     return Forest(edges.parent, merged)
 
 
 def merge_decisions(maxsim: torch.Tensor, seg: Segments, threshold: float,
-                    per_frame_budget: int) -> torch.Tensor:
+                    frame_budgets: int | torch.Tensor) -> torch.Tensor:
     """[F, N] bool: maxsim > threshold, or > the soft threshold in segments that would keep
-    fewer than ``per_frame_budget * length`` tokens (SPEC §7)."""
+    fewer tokens than the sum of their frames' budgets (SPEC §7)."""
     frames, n = maxsim.shape
     device = maxsim.device
     merged = maxsim > threshold
-    kept = torch.zeros(len(seg.lengths), dtype=torch.long, device=device)
+    kept = torch.zeros(seg.slots, dtype=torch.long, device=device)
     kept.index_add_(0, seg.of_frame, (~merged).sum(dim=1))
-    length = torch.bincount(seg.of_frame, minlength=len(seg.lengths))  # [S]
-    lower = length * per_frame_budget
+    ones = torch.ones(frames, dtype=torch.long, device=device)
+    length = torch.zeros(seg.slots, dtype=torch.long, device=device).index_add_(
+        0, seg.of_frame, ones)  # [S]
+    per_frame = ones * frame_budgets
+    lower = torch.zeros_like(length).index_add_(0, seg.of_frame, per_frame)
     short = kept < lower  # [S]
     # the k-th largest maxsim of each segment, k = length * N - lower (segments are contiguous
     # runs of the flat list, so sorting (segment, -maxsim) ranks each segment's values)
