@@ -165,7 +165,6 @@ def assemble_exact(x: torch.Tensor, picks: torch.Tensor, trees: Trees | None,
     results and the flat [sum K, D] rows they are views of."""
     frames, n, dim = x.shape
     device = x.device
-    k = picks.shape[1]
     frame = torch.arange(frames, device=device)
     adts_gid = (frame[:, None] * n + picks).reshape(-1)  # [F*k], no repeats in exact mode
     flat = x.reshape(-1, dim)
