@@ -124,6 +124,9 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames must be >= 2, got {args.frames}")
     if args.patch < 1 or args.size < args.patch:
         raise ValueError(f"--size {args.size} must be at least --patch {args.patch} (>= 1)")
+    if any(c in CLIP_GROUPS["photos"] for c in clips) and args.size % args.patch:
+        raise ValueError(f"--size {args.size} must be a multiple of --patch {args.patch} for the "
+                         "photo clips")
     if args.dim < 1:
         raise ValueError(f"--dim must be >= 1, got {args.dim}")
     started = time.perf_counter()

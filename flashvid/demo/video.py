@@ -182,7 +182,8 @@ def bundled_video(name: str) -> Path:
 
 def grid_for(width: int, height: int, tokens: int) -> tuple[int, int]:
     """(rows, cols) of a patch grid with about ``tokens`` cells and the aspect of a
-    ``width`` x ``height`` frame (at least 1 x 1)."""
-    rows = max(1, round(math.sqrt(tokens * height / width)))
-    cols = max(1, round(rows * width / height))
+    ``width`` x ``height`` frame: rows = sqrt(tokens * height / width) and cols = rows * width /
+    height, each rounded half up (at least 1)."""
+    rows = max(1, math.floor(math.sqrt(tokens * height / width) + 0.5))
+    cols = max(1, math.floor(rows * width / height + 0.5))
     return rows, cols
