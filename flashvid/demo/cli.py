@@ -44,9 +44,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="what to compress with and draw (default flashvid; the README's "
                         "'Fidelity comparison' defines each)")
     p.add_argument("--show",
-                   help="frames to draw: 'auto' (the 8 consecutive frames with the most TSTM "
-                        "merges; the default, except that the scene-cut photo clip shows its "
-                        "cut), 'even' (8 evenly spaced), 'A:B' or a list like '0,4,8'")
+                   help="frames to draw: 'auto' (the default: the consecutive frames that show "
+                        "the most merging over time, trees from their roots on; 8 for square "
+                        "frames, fewer for wide ones; the scene-cut photo clip shows its cut), "
+                        "'even' (evenly spaced), 'A:B' or a list like '0,4,8'")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     add_threads_option(p, 1)
 

@@ -1,24 +1,27 @@
 """Figures of what a compression kept, drawn with matplotlib's Agg canvas (headless, no pyplot).
 
 :func:`draw_compression` shows a row of frames up to three times, one row per stage the
-strategy has (a row that would be empty is left out), each with its own legend on the right:
+strategy has (a row that would be empty is left out), each row with its own legend on the
+right; yellow outlines (kept as-is) and dark cells (dropped) mean the same in every row:
 
-1. **kept as-is** (ADTS, or a pruning strategy's selection): the kept tokens in colour with a
-   yellow outline; the others in grey (FlashVID: passed on to the merging stages) or dark
-   (pruning strategies: dropped; dark means dropped in every row).
+1. **kept as-is** (ADTS, or a pruning strategy's selection): the kept tokens in full colour with
+   a yellow outline; the others faded (FlashVID: they go on to the merging stages) or dark
+   (pruning strategies: dropped).
 2. **merged over time** (TSTM, or TTM): a token merged into a token of the previous frame is
-   washed over. The largest trees in the frames shown (by members there) each get a colour
-   of their own, the rest share one muted colour, so a reader can follow a few trees through
-   the frames; a dot marks a tree's root (the token that later tokens merged into), and a white
-   line joins a coloured tree's token to its parent's position when the merge followed motion.
-   ADTS tokens keep their yellow outline; tokens with no wash and no dot were not merged.
-3. **spatial clusters** (DPC-kNN, or uniform pooling's cells): each token whose output token
-   lies in this frame is tinted with that output token's colour (white borders between output
-   tokens, a dot at the output token's position); tokens represented by a token of an earlier
-   frame (merged over time) get the muted wash of row 2.
+   washed over. The largest trees in the frames shown (by their tokens there,
+   :func:`highlighted_trees`) each get a colour of their own and the rest share one muted
+   colour, so a reader can follow a few trees through the frames; a dot marks a tree root (a
+   token that later tokens merged into), and a white line joins a coloured tree's token to its
+   parent's position when the parent is a neighbour (the tree followed motion). Cells with no
+   wash were not merged.
+3. **spatial merge** (DPC-kNN clusters, or uniform pooling's cells): each token whose output
+   token lies in this frame is tinted with that output token's colour (white borders between
+   output tokens, a dot at the output token's position); tokens represented by a token of an
+   earlier frame (merged over time) get the muted wash of row 2.
 
-Colours of clusters are assigned by rank with golden-ratio hue steps, so neighbouring output
-tokens get well-separated hues.
+Frames that start a DySeg segment are titled "new segment" in red. By default the figure shows
+the window of consecutive frames that shows the most merging (:func:`auto_window`), 8 frames
+for square video and fewer for wide video (:func:`frames_for_aspect`).
 """
 
 from __future__ import annotations
