@@ -205,7 +205,7 @@ def test_adts_tokens_are_not_drawn_dark_in_the_cluster_row():
 
 
 def test_highlighted_trees_are_the_largest_in_the_shown_frames():
-    from flashvid.demo.figures import highlighted_trees
+    from flashvid.demo.show import highlighted_trees
 
     # 3 frames x 4 tokens; trees: root 0 with 4 members, root 1 with 3, root 3 with 2 (only in
     # frames 0-1), token 2 alone

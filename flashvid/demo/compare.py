@@ -13,8 +13,8 @@ import torch
 
 from ..config import FlashVIDConfig
 from .baselines import STRATEGIES, run_strategy
-from .figures import save_png
 from .metrics import fidelity
+from .style import save_png
 
 RETENTIONS = (0.10, 0.15, 0.20, 0.25)
 

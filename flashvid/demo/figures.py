@@ -26,116 +26,36 @@ for square video and fewer for wide video (:func:`frames_for_aspect`).
 
 from __future__ import annotations
 
-import colorsys
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..types import KIND_ADTS, CompressedVideo
+from .show import auto_window, frames_for_aspect, highlighted_trees, parse_show
+from .style import (
+    DARK,
+    KEPT_EDGE,
+    MUTED,
+    TINT,
+    TREE_COLOURS,
+    Labels,
+    handler_map,
+    hex_rgb,
+    palette,
+    row_legend,
+    save_png,
+)
 
-KEPT_EDGE = "#ffe600"  # yellow: kept as-is (ADTS) in every row
-MUTED = (0.55, 0.75, 0.95)  # light blue wash: merged into an earlier frame (not highlighted)
-DARK = (0.06, 0.06, 0.06)  # dropped
-TREE_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#f032e6")
-HIGHLIGHT = len(TREE_COLOURS)
-TINT = 0.5
+__all__ = ["Labels", "auto_window", "draw_compression", "frames_for_aspect", "highlighted_trees",
+           "palette", "parse_show", "save_png"]
+
 MIN_COLUMN = 2.1  # inches per drawn frame (at least)
 MIN_CELL = 0.14  # inches per token cell (at least)
 LEGEND_INCHES = 3.2
 MIN_ROW = 1.45  # inches per row of panels (at least): room for a row's legend
 NEAR = 2  # a merge into a parent at most this many cells away is drawn as a line
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Text of the figure's rows (defaults: FlashVID's stages).
-
-    ``kept``: the stage that keeps tokens as-is; ``temporal``: the merge over time; ``spatial``:
-    the spatial merge; ``pruning``: True when the tokens not kept are dropped.
-    """
-
-    kept: str = "ADTS"
-    temporal: str = "TSTM"
-    spatial: str = "DPC-kNN"
-    pruning: bool = False
-
-
-def palette(ids: np.ndarray) -> np.ndarray:
-    """[len(ids), 3] RGB in [0, 1]: one colour per distinct id, by rank (golden-ratio hues)."""
-    uniq, rank = np.unique(ids, return_inverse=True)
-    colours = np.array([colorsys.hsv_to_rgb((0.13 + 0.6180339887 * k) % 1.0,
-                                            0.75 if k % 2 else 0.55, 0.95)
-                        for k in range(len(uniq))]).reshape(-1, 3)
-    return colours[rank.reshape(-1)]
-
-
-def auto_window(out: CompressedVideo, count: int) -> list[int]:
-    """``count`` consecutive frames that show the most of TSTM: the window holding the most
-    merged tokens whose tree root lies inside the window too (so the trees are seen from their
-    start); the first such window on ties."""
-    frames, n = out.num_frames, out.tokens_per_frame
-    count = min(count, frames)
-    root_frame = out.roots().cpu().numpy() // n  # [F, N] frame of each token's tree root
-    merged = out.parents.cpu().numpy() >= 0
-    best, start = -1, 0
-    for s in range(frames - count + 1):
-        inside = merged[s : s + count] & (root_frame[s : s + count] >= s)
-        if int(inside.sum()) > best:
-            best, start = int(inside.sum()), s
-    return list(range(start, start + count))
-
-
-def frames_for_aspect(width: int, height: int) -> int:
-    """How many frames a figure row shows: 8 for square frames, fewer for wide ones (at least 4),
-    so that the figure stays readable when scaled to a page."""
-    return max(4, min(8, round(11 * height / width)))
-
-
-def parse_show(spec: str | Sequence[int] | None, out: CompressedVideo, count: int = 8) -> list[int]:
-    """Frames to draw: "auto" (default; :func:`auto_window`), "even" (``count`` evenly spaced
-    frames), "A:B" (frames A..B-1) or "i,j,k" (explicit, 0-based); or a sequence of ints."""
-    frames = out.num_frames
-    if spec is None or spec == "auto":
-        return auto_window(out, count)
-    if isinstance(spec, str):
-        text = spec.strip()
-        try:
-            if text == "even":
-                return sorted(set(np.linspace(0, frames - 1, min(count, frames)).round()
-                                  .astype(int).tolist()))
-            if ":" in text:
-                a, b = text.split(":", 1)
-                chosen = list(range(int(a) if a else 0, int(b) if b else frames))
-            else:
-                chosen = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"cannot read the frames to show {spec!r}; expected 'auto', 'even', "
-                             "'A:B' or a comma-separated list like '0,4,8'") from None
-    else:
-        chosen = [int(v) for v in spec]
-    bad = [t for t in chosen if not 0 <= t < frames]
-    if not chosen or bad:
-        raise ValueError(f"frames to show must be non-empty and within 0..{frames - 1}, got "
-                         f"{chosen}")
-    return chosen
-
-
-def highlighted_trees(roots: np.ndarray, parents: np.ndarray, chosen: Sequence[int],
-                      count: int = HIGHLIGHT) -> list[int]:
-    """The roots (global positions) of the ``count`` trees with the most tokens in the frames
-    ``chosen``, among trees with at least one merged token; largest first, lowest root on ties.
-
-    ``roots``, ``parents``: [F, N] int arrays (``CompressedVideo.roots()`` and ``parents``)."""
-    merged_roots = np.unique(roots[parents >= 0])
-    if merged_roots.size == 0:
-        return []
-    shown = roots[list(chosen)].reshape(-1)
-    sizes = np.bincount(shown, minlength=roots.size)[merged_roots]
-    order = np.lexsort((merged_roots, -sizes))
-    return [int(merged_roots[i]) for i in order[:count] if sizes[i] > 0]
 
 
 def _cell_index(h: int, w: int, rows: int, cols: int) -> np.ndarray:
@@ -272,7 +192,7 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     cell_pt = 72 * column / cols  # a cell's width in points
     outline = 1.0 if cell_pt > 10 else 0.7
     cluster_colour = palette(np.arange(max(1, len(kinds))))  # by output row
-    tree_rgb = np.array([_hex(c) for c in TREE_COLOURS])
+    tree_rgb = np.array([hex_rgb(c) for c in TREE_COLOURS])
 
     for j, t in enumerate(chosen):
         frame = frames[t]
@@ -347,11 +267,11 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
 
     counts = _counts(out, kept, parents, dropped)
     for i, panel in enumerate(panels):
-        text, handles = _row_legend(panel, labels, counts, bool(top), bool(dropped.any()))
+        text, handles = row_legend(panel, labels, counts, bool(top), bool(dropped.any()))
         axes[i, 0].set_ylabel(text, fontsize=9)
         axes[i, -1].legend(*zip(*handles), loc="center left", bbox_to_anchor=(1.04, 0.5),
                            fontsize=8, frameon=False, handlelength=2.2, borderaxespad=0.0,
-                           handler_map=_handler_map())
+                           handler_map=handler_map())
     if title:
         fig.suptitle(title, fontsize=12, y=1 - 0.08 / height, va="top")
     if sub_lines:
@@ -360,10 +280,6 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     if path is not None:
         save_png(fig, path, dpi)
     return fig
-
-
-def _hex(colour: str) -> tuple[float, float, float]:
-    return tuple(int(colour[k : k + 2], 16) / 255.0 for k in (1, 3, 5))  # type: ignore
 
 
 def _draw_links(ax, t: int, parents: np.ndarray, tree_k: np.ndarray, n: int, cols: int,
@@ -390,84 +306,3 @@ def _counts(out: CompressedVideo, kept, parents, dropped) -> dict[str, int]:
     f = max(1, out.num_frames)
     return {"kept": int(kept.sum()) // f, "merged": int((parents >= 0).sum()),
             "dropped": int(dropped.sum()), "frames": out.num_frames}
-
-
-def _row_legend(panel: str, labels: Labels, counts: dict[str, int], trees: bool,
-                any_dropped: bool):
-    """(row label, [(handle, text), ...]) of one row of the figure."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    def cell(face, edge="none", alpha=1.0, width=1.2):
-        return Patch(facecolor=face, edgecolor=edge, alpha=alpha, linewidth=width)
-
-    grey = (0.6, 0.6, 0.6)
-    kept_box = cell("#c8a070", KEPT_EDGE, width=1.6)
-    dot = Line2D([], [], marker="o", linestyle="none", markerfacecolor="white",
-                 markeredgecolor="black", markersize=6)
-    if panel == "kept":
-        handles = [(kept_box, f"kept as-is by {labels.kept} ({counts['kept']} per frame)")]
-        if labels.pruning or any_dropped:
-            handles.append((cell(DARK), "dropped"))
-        if not labels.pruning:
-            merges = " and ".join(x for x in (labels.temporal, labels.spatial) if x)
-            handles.append((cell((0.8, 0.78, 0.74)), f"not kept: goes on to {merges}"))
-        name = f"{labels.kept}\nkept as-is" if not labels.pruning else f"{labels.kept}\nselection"
-        return name, handles
-    if panel == "temporal":
-        handles = []
-        if trees:
-            handles.append((tuple(cell(c) for c in TREE_COLOURS),
-                            f"the {HIGHLIGHT} largest trees here, one colour each"))
-        handles += [
-            (cell(MUTED), "merged into a token of the previous frame"),
-            (dot, "tree root (later tokens merged into it)"),
-            (Line2D([], [], color="white", linewidth=1.3, path_effects=_stroke()),
-             "merged into a neighbour (followed motion)"),
-            (cell(grey), "not merged"),
-        ]
-        if labels.kept:
-            handles.append((cell("none", KEPT_EDGE, width=1.6), f"kept as-is ({labels.kept})"))
-        if any_dropped:
-            handles.append((cell(DARK), "dropped"))
-        return f"{labels.temporal}\nmerged over time", handles
-    handles = [
-        (tuple(cell(c, alpha=0.8) for c in palette(np.arange(4))),
-         "one colour per output token"),
-        (dot, "the output token's position"),
-    ]
-    if labels.temporal:
-        handles.append((cell(MUTED), "represented by an earlier frame's token"))
-    if labels.kept:
-        handles.append((cell("none", KEPT_EDGE, width=1.6), f"kept as-is ({labels.kept})"))
-    if any_dropped:
-        handles.append((cell(DARK), "dropped (no merge budget)"))
-    return f"{labels.spatial}\nspatial merge", handles
-
-
-def _stroke():
-    from matplotlib import patheffects
-
-    return [patheffects.withStroke(linewidth=2.6, foreground="black")]
-
-
-def _handler_map():
-    from matplotlib.legend_handler import HandlerTuple
-
-    return {tuple: HandlerTuple(ndivide=None, pad=0.0)}
-
-
-def save_png(fig, path: str | Path, dpi: int) -> None:
-    """Write ``fig`` as a 256-colour PNG (Pillow's octree quantiser, no dithering): about 4x
-    smaller than full RGB for photographs, with no visible change at this size. Parent folders
-    are created."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.set_dpi(dpi)
-    canvas = fig.canvas
-    canvas.draw()
-    rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
-    rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE,
-                 dither=Image.Dither.NONE).save(path, format="PNG", optimize=True)
