@@ -1,49 +1,121 @@
-"""The ``flashvid`` command line."""
+"""The flashvid command line: compress, demo, viz and bench.
+
+Each subcommand lives in its own module, imported only when that subcommand is parsed (so
+``flashvid compress`` never imports matplotlib, PyAV or the benchmark): :data:`COMMANDS` names
+the module and the function that registers the subcommand's parser. Imports go one way:
+this module -> the command modules -> :mod:`flashvid.clitools`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-import time
 from collections.abc import Sequence
 
-import torch
+# The benchmark's home; it exposes add_bench_command(sub) like the other command modules.
+BENCH_MODULE = "benchmarks"
 
-from .config import BACKENDS, SELECTIONS, FlashVIDConfig
-from .demo.cli import add_demo_commands
+# name -> (one-line help, module, function(sub) that adds the subcommand's parser to ``sub``)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "compress": ("compress one video's tokens and print a summary",
+                 "flashvid.cli", "add_compress_command"),
+    "demo": ("compress real video clips (or your own video file) and draw what was kept",
+             "flashvid.demo.cli", "add_demo_command"),
+    "viz": ("draw what was kept over your frames or video file, for your own token file",
+            "flashvid.demo.cli", "add_viz_command"),
+    "bench": ("time each stage of each backend against the reference and the floor",
+              BENCH_MODULE, "add_bench_command"),
+}
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "float64": torch.float64}
-PRESETS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl")
+# errors that are the user's input, printed as one line instead of a traceback
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError,
+               ImportError)
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser that imports and fills itself when the subcommand is parsed."""
+
+    def __init__(self, *args, command: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._command = command
+        self._loaded = not command
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self._loaded:
+            self._loaded = True
+            _, module, function = COMMANDS[self._command]
+            try:
+                register = getattr(importlib.import_module(module), function)
+            except ImportError as err:
+                self.exit(2, f"flashvid {self._command}: error: cannot load the command "
+                             f"({err}); reinstall flashvid (pip install -e .)\n")
+            register(_Into(self))
+        return super().parse_known_args(args, namespace)
+
+
+class _Into:
+    """Stands in for the subparsers action while a command module registers its parser: hands
+    back the placeholder parser with the module's description and options added."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        for key in ("description", "epilog", "formatter_class", "usage"):
+            if key in kwargs:
+                setattr(self.parser, key, kwargs[key])
+        return self.parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flashvid`` parser; subcommand parsers fill themselves when used."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="flashvid", description="FlashVID: training-free compression of the visual tokens "
+        "of video LLMs. Run 'flashvid COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"flashvid {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_LazyParser)
+    for name, (text, _, _) in COMMANDS.items():
+        sub.add_parser(name, help=text, description=text, command=name)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flashvid", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_compress(sub)
-    add_demo_commands(sub)
-    from benchmarks import add_bench_command
-
-    add_bench_command(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         print(f"flashvid {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"flashvid {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # --------------------------------------------------------------------------- compress
-def _add_compress(sub: argparse._SubParsersAction) -> None:
+def add_compress_command(sub) -> None:
+    """Register ``compress`` on the ``flashvid`` parser."""
+    from .clitools import CONFIG_PRESETS, DTYPES, add_threads_option
+    from .config import BACKENDS, SELECTIONS
+    from .io import SUFFIXES
+
     p = sub.add_parser(
-        "compress", help="compress one video's tokens and print a summary",
-        description="Compress a video's visual tokens with FlashVID. Without --input, runs on a "
-                    "built-in seeded synthetic clip (drift, camera pan, a moving object, scene "
-                    "cuts).")
+        "compress", help=COMMANDS["compress"][0],
+        description="Compress a video's visual tokens with FlashVID and print a summary of each "
+                    "stage. Without --input, runs on a built-in seeded synthetic clip (drift, "
+                    "camera pan, a moving object, scene cuts).")
     p.add_argument("--input", help="token file (.pt, .npz or .safetensors) holding 'tokens' "
                                    "[F, N, D] and 'cls_attn' [F, N]")
-    p.add_argument("--output", help="write the result (.pt, .npz or .safetensors)")
-    p.add_argument("--preset", choices=PRESETS, default="llava_onevision")
+    p.add_argument("--output", help=f"write the result ({', '.join(SUFFIXES)})")
+    p.add_argument("--preset", choices=CONFIG_PRESETS, default="llava_onevision",
+                   help="model configuration preset (default llava_onevision)")
     p.add_argument("--retention", type=float, help="retention_ratio (default: the preset's)")
     p.add_argument("--selection", choices=SELECTIONS)
     p.add_argument("--aggregation", choices=("official", "mean"))
@@ -51,20 +123,39 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--device", default="cpu", help="device to run on (cpu, cuda, cuda:1, ...)")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="cast the input to this dtype")
+    p.add_argument("--warmup", type=int, default=0, metavar="N",
+                   help="untimed calls before the timed one (default 0: the time includes "
+                        "one-time costs such as kernel compilation)")
+    add_threads_option(p, None)
     g = p.add_argument_group("built-in clip (without --input)")
     g.add_argument("--frames", type=int, default=32)
     g.add_argument("--tokens", type=int, default=196, help="tokens per frame")
     g.add_argument("--dim", type=int, default=3584)
     g.add_argument("--scene-cuts", type=int, default=2)
     g.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_run_compress)
+    p.set_defaults(run=run_compress)
 
 
-def _run_compress(args: argparse.Namespace) -> int:
-    from . import compress
-    from .io import load_video, save_tensors
+def run_compress(args: argparse.Namespace) -> int:
+    from .clitools import torch_threads
+
+    with torch_threads(args.threads):
+        return _compress(args)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from .clitools import DTYPES, check_device, format_summary, timed
+    from .compress import compress
+    from .config import FlashVIDConfig
+    from .io import check_output_path, load_video, save_tensors
     from .synthetic import synthetic_clip
 
+    # everything that can be checked is checked before the work starts
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.output:
+        check_output_path(args.output)
+    device = check_device(args.device)
     overrides = {k: v for k, v in (("retention_ratio", args.retention),
                                    ("selection", args.selection),
                                    ("aggregation", args.aggregation)) if v is not None}
@@ -80,58 +171,16 @@ def _run_compress(args: argparse.Namespace) -> int:
                   "camera pan, moving object, drift)")
     if args.dtype:
         tokens, cls_attn = tokens.to(DTYPES[args.dtype]), cls_attn.to(DTYPES[args.dtype])
-    tokens, cls_attn = tokens.to(args.device), cls_attn.to(args.device)
+    tokens, cls_attn = tokens.to(device), cls_attn.to(device)
 
-    compress(tokens, cls_attn, config)  # warm-up (kernel compilation, allocator)
-    _sync(tokens.device)
-    start = time.perf_counter()
-    out = compress(tokens, cls_attn, config)
-    _sync(tokens.device)
-    elapsed = time.perf_counter() - start
-    print(format_summary(out, tokens, origin, elapsed))
+    out, elapsed = timed(lambda: compress(tokens, cls_attn, config), device, args.warmup)
+    note = (f"one call after {args.warmup} untimed warm-up call(s)" if args.warmup else
+            "one call, no warm-up: includes one-time costs; --warmup 1 to exclude them")
+    print(format_summary(out, tokens, origin, elapsed, note))
     if args.output:
         save_tensors(args.output, out.as_dict())
         print(f"wrote {args.output}")
     return 0
-
-
-def format_summary(out, tokens: torch.Tensor, origin: str, elapsed: float) -> str:
-    """A readable multi-line summary of one compression."""
-    from .compress import resolve_backend
-
-    frames, n, dim = tokens.shape
-    c = out.counts()
-    b = out.budget
-    lengths = out.segment_lengths.tolist()
-    cfg = out.config
-    non_adts = c["input"] - c["adts"]
-    lines = [
-        f"input      {origin}",
-        f"           {frames} frames x {n} tokens x {dim} dims, {str(tokens.dtype)[6:]}, "
-        f"{tokens.device}",
-        f"config     retention {cfg.retention_ratio:g} (x{cfg.expansion:g} on the vision side), "
-        f"selection {cfg.selection}, aggregation {cfg.aggregation}, dedupe {cfg.dedupe}, "
-        f"backend {resolve_backend(cfg.backend, tokens)}",
-        f"budget     per frame {b.total} = {b.adts} ADTS + {b.merge} merged",
-        f"segments   {len(lengths)}: {lengths}",
-        "stages     tokens in -> out",
-        f"  ADTS     {c['input']:>8} -> {c['adts']:>6} kept as-is",
-        f"  TSTM     {non_adts:>8} -> {non_adts - c['merged_by_tstm']:>6} tree roots "
-        f"({c['merged_by_tstm']} merged into the previous frame)",
-        f"  DPC-kNN  {non_adts - c['merged_by_tstm']:>8} -> "
-        f"{c['clusters'] + c['roots_kept']:>6} ({c['clusters']} clusters, "
-        f"{c['roots_kept']} roots kept)",
-        f"output     {c['output']} tokens = {100 * out.retention:.2f}% of {c['input']}"
-        + (f", {c['duplicate_positions']} duplicate positions" if c["duplicate_positions"] else "")
-        + (f", {c['dropped']} dropped (zero merge budget)" if c["dropped"] else ""),
-        f"time       {1e3 * elapsed:.2f} ms",
-    ]
-    return "\n".join(lines)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,14 @@
-"""Reading token files (``.pt``, ``.npz``, ``.safetensors``) and writing results."""
+"""Reading token files (``.pt``, ``.npz``, ``.safetensors``) and writing results.
+
+Every failure to read a file is a ``ValueError`` (or ``FileNotFoundError``) that names the file,
+says what was wrong and what was expected, so the command line can print one line.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +17,89 @@ import torch
 SUFFIXES = (".pt", ".pth", ".npz", ".safetensors")
 
 
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of "
+                         f"{list(SUFFIXES)}")
+    return suffix
+
+
+def _numpy_globals() -> list:
+    """What ``torch.load(weights_only=True)`` must allow to read plain numpy arrays."""
+    core = "numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray"
+    allowed = [importlib.import_module(core)._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
+    if dtypes is not None:
+        allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")]
+    return allowed
+
+
+def _load_pt(path: Path):
+    """torch.load with weights_only (no arbitrary code); numpy arrays are allowed too."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as first:
+        if "numpy" not in str(first):
+            raise
+    with torch.serialization.safe_globals(_numpy_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _as_tensor(path: Path, key: str, value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}"
+                     f"{' of dtype object' if isinstance(value, np.ndarray) else ''}; expected a "
+                     "tensor (or a numeric numpy array)")
+
+
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors in a ``.pt``/``.pth`` (a dict of tensors), ``.npz`` or ``.safetensors`` file."""
+    """All tensors in a ``.pt``/``.pth`` (a dict of tensors or numeric numpy arrays), ``.npz`` or
+    ``.safetensors`` file, on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
-        return {k: torch.as_tensor(v) for k, v in data.items()}
-    if suffix == ".npz":
-        with np.load(path) as data:
-            return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
-    if suffix == ".safetensors":
+    suffix = _suffix(path)
+    try:
+        if suffix in (".pt", ".pth"):
+            data = _load_pt(path)
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected a dict of tensors (torch.save({{'tokens': ..., "
+                                 f"'cls_attn': ...}})), got {type(data).__name__}")
+            return {str(k): _as_tensor(path, k, v) for k, v in data.items()}
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: _as_tensor(path, k, np.array(data[k])) for k in data.files}
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {list(SUFFIXES)}")
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise ValueError(_unreadable(path, suffix, err)) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
+            KeyError, AttributeError, ImportError, TypeError) as err:
+        raise ValueError(_unreadable(path, suffix, err)) from None
+    except Exception as err:  # safetensors raises its own SafetensorError
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ValueError(_unreadable(path, suffix, err)) from None
+
+
+def _unreadable(path: Path, suffix: str, err: BaseException) -> str:
+    writer = {".pt": "torch.save", ".pth": "torch.save", ".npz": "numpy.savez",
+              ".safetensors": "safetensors.torch.save_file"}[suffix]
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # keep torch's reason, not its advice on weights_only
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+    text = " ".join(text.split())
+    if len(text) > 300:
+        text = text[:300] + " ..."
+    return (f"{path}: cannot read this {suffix} file ({type(err).__name__}: {text}); expected a "
+            f"file written by {writer} holding named tensors")
 
 
 def load_video(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,9 +112,24 @@ def load_video(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return data["tokens"], data["cls_attn"]
 
 
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a Path if a result can be written there (known suffix, existing folder);
+    ValueError/FileNotFoundError otherwise. Call it before the work that produces the result."""
+    path = Path(path)
+    _suffix(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{path}: the folder {parent} does not exist; expected an "
+                                "existing folder for the output file")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a file name ending in one of "
+                         f"{list(SUFFIXES)}")
+    return path
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write tensors to ``.pt``/``.pth``, ``.npz`` or ``.safetensors`` (by suffix)."""
-    path = Path(path)
+    path = check_output_path(path)
     suffix = path.suffix.lower()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     if suffix in (".pt", ".pth"):
@@ -52,10 +138,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
         # numpy has no bfloat16: store it as float32
         np.savez(path, **{k: (v.float() if v.dtype == torch.bfloat16 else v).numpy()
                           for k, v in tensors.items()})
-    elif suffix == ".safetensors":
+    else:
         from safetensors.torch import save_file
 
         save_file(tensors, str(path))
-    else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of "
-                         f"{list(SUFFIXES)}")

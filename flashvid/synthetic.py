@@ -55,7 +55,8 @@ def synthetic_clip(frames: int = 32, tokens_per_frame: int = 196, dim: int = 358
         contrast = (frame - frame.mean(dim=(0, 1))).norm(dim=-1)
         bonus = torch.zeros(rows, cols)
         bonus[ys, xs] = 2.0
-        saliency[t] = contrast / contrast.mean() + bonus
+        # a one-token frame has no contrast: its importance is then the object bonus alone
+        saliency[t] = contrast / contrast.mean().clamp_min(1e-12) + bonus
     cls_attn = torch.softmax(saliency.view(frames, -1) * 2.0, dim=-1)
     return tokens.view(frames, rows * cols, dim).to(dtype), cls_attn.to(dtype)
 

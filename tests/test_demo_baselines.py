@@ -23,7 +23,8 @@ EXACT = {"uniform", "ats", "dts", "adts"}  # exactly F*B rows; the others F*B ..
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25])
-@pytest.mark.parametrize("shape", [(1, 49), (7, 30), (12, 196)],
+@pytest.mark.parametrize("shape", [(1, 49), (7, 30),
+                                   pytest.param((12, 196), marks=pytest.mark.slow)],
                          ids=lambda s: f"F{s[0]}xN{s[1]}")
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_each_strategy_returns_the_requested_count(name, shape, ratio):

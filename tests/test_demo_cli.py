@@ -75,7 +75,7 @@ def test_demo_compare_table_csv_and_plot(tmp_path, capsys):
         assert int(r["budget"]) == low and int(r["inputs"]) == 96
         assert -1 <= float(r["worst"]) <= float(r["mean"]) <= 1
     md = (out / "compare.md").read_text()
-    assert "Settings: clips moving-object; 6 frames of 64x64 px" in md
+    assert "Settings: clips moving-object; 6 frames; about 64x64 px" in md
     check_png(out / "compare.png")
 
 
@@ -83,7 +83,7 @@ def test_demo_errors(tmp_path, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        assert main(["demo", "--out", str(tmp_path), "--size", "60"]) == 2
+        assert main(["demo", "--out", str(tmp_path), "--clips", "photos", "--size", "60"]) == 2
         assert torch.get_num_threads() == 3  # --threads 1 while it ran, restored afterwards
     finally:
         torch.set_num_threads(threads)
@@ -95,7 +95,7 @@ def test_demo_errors(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # rejected before any work
     with pytest.raises(SystemExit):
         main(["demo", "--clips", "pan-zoom,dance"])
-    assert "expected a comma-separated list of ['pan-zoom'" in capsys.readouterr().err
+    assert "expected a comma-separated list of ['bigbuckbunny'" in capsys.readouterr().err
 
 
 def user_video(tmp_path, frames=5, size=64, patch=16):
@@ -143,3 +143,75 @@ def test_viz_rejects_tokens_that_do_not_match_the_frames(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["viz", str(folder), str(tokens), "--show", "3:99"]) == 2
     assert "within 0..4" in capsys.readouterr().err
+
+
+def _figure(strategy: str, retention: float = 0.25):
+    """The figure of ``strategy`` on a 6-frame 64x64 photo clip (4x4 tokens per frame, one DySeg
+    segment unless the content cuts, so that tokens merge over time)."""
+    from flashvid.demo.baselines import STRATEGIES, run_strategy
+    from flashvid.demo.figures import Labels, draw_compression
+
+    clip = demo_clip("moving-object", frames=6, size=64)
+    x = patch_features(clip.frames, 16, 32, 0)
+    cfg = flashvid.FlashVIDConfig(retention_ratio=retention, complementary_segments=False)
+    out = run_strategy(strategy, x, importance(x), cfg, (4, 4))
+    assert (out.parents >= 0).any() or strategy not in ("flashvid", "ttm")  # something merged
+    s = STRATEGIES[strategy]
+    fig = draw_compression(clip.frames, out, (4, 4), show="0:4", labels=Labels(*s.stages,
+                           pruning=s.pruning))
+    return clip, out, fig
+
+
+def _texts(fig) -> list[str]:
+    texts = [ax.get_ylabel() for ax in fig.axes]
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [t.get_text() for t in legend.get_texts()]
+    return [t for t in texts if t]
+
+
+def test_figure_rows_follow_the_strategy():
+    _, _, fig = _figure("flashvid")
+    assert len(fig.axes) == 3 * 4
+    labels = [t for t in _texts(fig) if "\n" in t]
+    assert labels == ["ADTS\nkept as-is", "TSTM\nmerged over time", "DPC-kNN\nspatial merge"]
+    _, _, fig = _figure("ats")  # pruning: one row, named after the strategy, "dropped" explained
+    assert len(fig.axes) == 4
+    texts = _texts(fig)
+    assert texts[0] == "attention top-k\nselection" and "dropped" in texts
+    assert not any("ADTS" in t or "TSTM" in t for t in texts)
+    _, _, fig = _figure("uniform")
+    assert [t for t in _texts(fig) if "\n" in t] == ["uniform pooling\nspatial merge"]
+    _, _, fig = _figure("ttm")
+    assert [t for t in _texts(fig) if "\n" in t] == ["TTM\nmerged over time",
+                                                      "DPC-kNN\nspatial merge"]
+    assert not any("ADTS" in t or "dropped" in t for t in _texts(fig))
+
+
+def test_adts_tokens_are_not_drawn_dark_in_the_cluster_row():
+    from flashvid.demo.figures import _grey
+
+    clip, out, fig = _figure("flashvid")
+    adts = out.indices[out.kinds == flashvid.KIND_ADTS].tolist()
+    assert (out.source >= 0).all()  # FlashVID drops nothing ...
+    for j in range(4):  # ... and the cluster row shows its kept tokens as the plain grey frame
+        image = np.asarray(fig.axes[2 * 4 + j].get_images()[0].get_array())
+        grey = _grey(clip.frames[j])
+        for p in [i % 16 for i in adts if i // 16 == j]:
+            r, c = divmod(p, 4)
+            cell = (slice(16 * r, 16 * r + 16), slice(16 * c, 16 * c + 16))
+            assert np.allclose(image[cell], grey[cell]), (j, p)
+
+
+def test_highlighted_trees_are_the_largest_in_the_shown_frames():
+    from flashvid.demo.show import highlighted_trees
+
+    # 3 frames x 4 tokens; trees: root 0 with 4 members, root 1 with 3, root 3 with 2 (only in
+    # frames 0-1), token 2 alone
+    parents = np.array([[-1, -1, -1, -1], [0, 1, -1, 0], [4, 5, -1, -1]])
+    roots = np.array([[0, 1, 2, 3], [0, 1, 6, 0], [0, 1, 10, 11]])
+    assert highlighted_trees(roots, parents, [0, 1, 2]) == [0, 1]
+    assert highlighted_trees(roots, parents, [0, 1, 2], count=1) == [0]
+    assert highlighted_trees(roots, parents, [2]) == [0, 1]  # one member each in frame 2
+    assert highlighted_trees(roots, np.full((3, 4), -1), [0, 1]) == []

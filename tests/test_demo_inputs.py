@@ -131,9 +131,9 @@ def test_load_frames_errors(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros((1, 4, 4, 3)), b=np.zeros((1, 4, 4, 3)))
     with pytest.raises(ValueError, match=r"expected an array named 'frames'"):
         load_frames(tmp_path / "two.npz")
-    (tmp_path / "clip.mp4").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"unsupported frames input '.mp4'"):
-        load_frames(tmp_path / "clip.mp4")
+    (tmp_path / "clip.xyz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"unsupported frames input '.xyz'; expected .* a video"):
+        load_frames(tmp_path / "clip.xyz")
 
 
 def test_grid_matching():
@@ -149,3 +149,17 @@ def test_grid_matching():
     assert parse_grid("14x14") == (14, 14) and parse_grid(None) is None
     with pytest.raises(ValueError, match=r"expected ROWSxCOLS"):
         parse_grid("14by14")
+
+
+def test_float_frames_outside_0_1(tmp_path):
+    from flashvid.demo.frames import FrameWarning
+
+    frames = demo_clip("moving-object", frames=2, size=32).frames
+    np.save(tmp_path / "f255.npy", frames.astype(np.float32))  # 0..255 stored as float
+    with pytest.warns(FrameWarning, match=r"values up to 2\d\d: read as 0..255"):
+        assert np.array_equal(load_frames(tmp_path / "f255.npy"), frames)
+    wild = frames.astype(np.float32) / 255.0 * 2 - 0.5  # -0.5 .. 1.5
+    np.save(tmp_path / "wild.npy", wild)
+    with pytest.warns(FrameWarning, match=r"values lie outside \[0, 1\] .* were clipped"):
+        got = load_frames(tmp_path / "wild.npy")
+    assert np.array_equal(got, np.rint(np.clip(wild, 0, 1) * 255).astype(np.uint8))

@@ -62,12 +62,17 @@ class Strategy:
             strategy computed outside FlashVID (``uniform``).
         exact_count: True when the strategy returns exactly F*B rows; False when it may return up
             to F more (the ceil overshoot of the spatial merge).
+        stages: names of its (kept as-is, merge over time, spatial merge) stages, "" where it
+            has none; the figures label their rows with them.
+        pruning: True when the tokens it does not keep are dropped.
     """
 
     name: str
     label: str
     overrides: Callable[[FlashVIDConfig], dict[str, Any]] | None
     exact_count: bool
+    stages: tuple[str, str, str] = ("", "", "")
+    pruning: bool = False
 
 
 def _adts_selection(base: FlashVIDConfig) -> str:
@@ -75,19 +80,24 @@ def _adts_selection(base: FlashVIDConfig) -> str:
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("flashvid", "FlashVID (ADTS + TSTM + DPC-kNN)", lambda b: {}, False),
+    Strategy("flashvid", "FlashVID (ADTS + TSTM + DPC-kNN)", lambda b: {}, False,
+             ("ADTS", "TSTM", "DPC-kNN")),
     Strategy("flashvid-ttm", "FlashVID with TTM instead of TSTM",
-             lambda b: {"temporal_merge": "ttm"}, False),
-    Strategy("uniform", "uniform spatial pooling", None, True),
+             lambda b: {"temporal_merge": "ttm"}, False, ("ADTS", "TTM", "DPC-kNN")),
+    Strategy("uniform", "uniform spatial pooling", None, True, ("", "", "uniform pooling")),
     Strategy("ats", "attention top-k (ATS)",
-             lambda b: {"selection": "attention", "alpha": 1.0}, True),
+             lambda b: {"selection": "attention", "alpha": 1.0}, True,
+             ("attention top-k", "", ""), True),
     Strategy("dts", "diversity only (DTS)",
-             lambda b: {"selection": "diversity", "alpha": 1.0}, True),
+             lambda b: {"selection": "diversity", "alpha": 1.0}, True,
+             ("diversity (DTS)", "", ""), True),
     Strategy("adts", "ADTS only (no merging)",
-             lambda b: {"selection": _adts_selection(b), "alpha": 1.0}, True),
-    Strategy("tstm", "TSTM only (+ DPC-kNN, no ADTS)", lambda b: {"alpha": 0.0}, False),
+             lambda b: {"selection": _adts_selection(b), "alpha": 1.0}, True,
+             ("ADTS", "", ""), True),
+    Strategy("tstm", "TSTM only (+ DPC-kNN, no ADTS)", lambda b: {"alpha": 0.0}, False,
+             ("", "TSTM", "DPC-kNN")),
     Strategy("ttm", "TTM only (+ DPC-kNN, no ADTS)",
-             lambda b: {"alpha": 0.0, "temporal_merge": "ttm"}, False),
+             lambda b: {"alpha": 0.0, "temporal_merge": "ttm"}, False, ("", "TTM", "DPC-kNN")),
 )}
 STRATEGY_NAMES = tuple(STRATEGIES)
 
@@ -212,7 +222,7 @@ def uniform_pool(tokens: torch.Tensor, config: FlashVIDConfig | None = None,
         indices=(offsets * n + centre_pos[None, :]).reshape(-1),
         kinds=torch.full((frames * total,), KIND_CLUSTER, dtype=torch.int8, device=device),
         source=offsets * total + cell_of[None, :],
-        segment_lengths=torch.tensor([frames], dtype=torch.long, device=device),
+        segment_starts=torch.arange(frames, device=device) == 0,
         parents=torch.full((frames, n), -1, dtype=torch.long, device=device),
         budget=Budget(total, 0, total),
         config=cfg,

@@ -13,8 +13,8 @@ import torch
 
 from ..config import FlashVIDConfig
 from .baselines import STRATEGIES, run_strategy
-from .figures import save_png
 from .metrics import fidelity
+from .style import save_png
 
 RETENTIONS = (0.10, 0.15, 0.20, 0.25)
 
@@ -154,19 +154,29 @@ STYLE = {
 }
 
 
+PAIRS = (("tstm", "ttm", "TSTM only minus TTM only"),
+         ("flashvid", "flashvid-ttm", "FlashVID minus FlashVID-TTM"))
+
+
 def plot_comparison(records: Sequence[Record], path: str | Path, dpi: int = 90):
     """PNG: one column per clip; rows = mean fidelity, worst-frame fidelity and changed-token
-    fidelity against the output token count, one line per strategy (markers at each ratio)."""
+    fidelity against the output token count, one line per strategy (markers at each ratio), each
+    row on one y-axis shared by the clips; when TSTM and TTM variants were both run, a last row
+    shows their difference in mean fidelity (above 0: TSTM better)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     clips = list(dict.fromkeys(r.clip for r in records))
     strategies = list(dict.fromkeys(r.strategy for r in records))
-    metrics = (("mean", "mean token fidelity"), ("worst", "worst-frame fidelity"),
-               ("changed", "changed-token fidelity"))
-    fig = Figure(figsize=(4.2 * len(clips) + 0.6, 3.0 * len(metrics) + 0.9))
+    by_key = {(r.clip, r.strategy, r.retention): r for r in records}
+    pairs = [p for p in PAIRS if p[0] in strategies and p[1] in strategies]
+    metrics = [("mean", "mean token fidelity"), ("worst", "worst-frame fidelity"),
+               ("changed", "changed-token fidelity")]
+    rows = len(metrics) + (1 if pairs else 0)
+    fig = Figure(figsize=(4.2 * len(clips) + 0.6, 3.0 * rows + 1.2))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(metrics), len(clips), squeeze=False)
+    # one y-axis per row, shared by the clips, so that clips can be compared at a glance
+    axes = fig.subplots(rows, len(clips), squeeze=False, sharey="row")
     for j, clip in enumerate(clips):
         for i, (key, label) in enumerate(metrics):
             ax = axes[i, j]
@@ -177,18 +187,35 @@ def plot_comparison(records: Sequence[Record], path: str | Path, dpi: int = 90):
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker,
                         linestyle=line, markersize=4, linewidth=1.3,
                         label=STRATEGIES[name].label if name in STRATEGIES else name)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=8)
-            if i == 0:
-                inputs = next(r.inputs for r in records if r.clip == clip)
-                ax.set_title(f"{clip} ({inputs} input tokens)", fontsize=10)
-            if i == len(metrics) - 1:
-                ax.set_xlabel("output tokens (retention 0.10 ... 0.25)", fontsize=9)
             if j == 0:
                 ax.set_ylabel(label, fontsize=9)
+        if pairs:
+            ax = axes[-1, j]
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            for a, b, label in pairs:
+                pts = sorted((by_key[clip, a, r].count, by_key[clip, a, r].mean
+                              - by_key[clip, b, r].mean)
+                             for (c, s, r) in by_key if c == clip and s == a
+                             and (clip, b, r) in by_key)
+                colour, marker, _ = STYLE[a]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker,
+                        markersize=4, linewidth=1.3, label=label)
+            if j == 0:
+                ax.set_ylabel("mean fidelity: TSTM minus TTM\n(above 0: TSTM better)",
+                              fontsize=9)
+                ax.legend(fontsize=8, loc="best", frameon=False)
+        inputs = next(r.inputs for r in records if r.clip == clip)
+        axes[0, j].set_title(f"{clip} ({inputs} input tokens)", fontsize=10)
+        axes[-1, j].set_xlabel("output tokens (one marker per retention ratio)", fontsize=9)
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=8)
+            if j:
+                ax.tick_params(labelleft=False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.95, bottom=0.9 / fig.get_figheight() + 0.03,
-                        hspace=0.28, wspace=0.22)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=1.0 / fig.get_figwidth(), right=0.99, top=1 - 0.35 / height,
+                        bottom=1.2 / height, hspace=0.3, wspace=0.06)
     save_png(fig, path, dpi)
     return fig

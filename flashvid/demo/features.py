@@ -2,7 +2,11 @@
 
 No vision tower is involved; the features are a documented stand-in with the properties FlashVID
 relies on (similar content gives similar tokens, a token's similarity to itself in the next frame
-drops when the content under it moves):
+drops when the content under it moves). They are the same for the bundled videos, a user's video
+and the photo clips. What they are not: semantic. Two patches are similar when their pixels are,
+so a shift by a fraction of a patch, a lighting change or motion blur changes a token much more
+than it would change a vision tower's token, and the importance below is a saliency heuristic,
+not a model's attention.
 
 1. Patches: each frame is cut into ``patch`` x ``patch`` RGB patches in raster order (rows of the
    token grid first), giving N = (H / patch) * (W / patch) tokens per frame. Pixel values are

@@ -1,120 +1,113 @@
 """Figures of what a compression kept, drawn with matplotlib's Agg canvas (headless, no pyplot).
 
-:func:`draw_compression` shows a row of frames three times:
+:func:`draw_compression` shows a row of frames up to three times, one row per stage the
+strategy has (a row that would be empty is left out), each row with its own legend on the
+right; yellow outlines (kept as-is) and dark cells (dropped) mean the same in every row:
 
-1. **kept as-is** - the frame, with the tokens kept as-is (kind 0: ADTS, or the selection of a
-   pruning strategy) outlined in yellow and every other token dimmed;
-2. **TSTM trees** - a disc on every token that belongs to a tree of two or more tokens, coloured
-   by its tree (the tree's root, ``CompressedVideo.roots()``) alike in every frame the tree
-   spans; a white line joins a token to its parent's position in the previous frame where the
-   two differ by at most two grid cells (the tree followed local motion; longer jumps, common in
-   uniform regions, are not drawn); ADTS tokens are dark;
-3. **spatial clusters** - every non-ADTS token is tinted with the colour of the output row that
-   represents it (``source``), white lines separate different rows, and a dot marks each row's
-   representative position; dropped tokens (pruning strategies) are black.
+1. **kept as-is** (ADTS, or a pruning strategy's selection): the kept tokens in full colour with
+   a yellow outline; the others faded (FlashVID: they go on to the merging stages) or dark
+   (pruning strategies: dropped).
+2. **merged over time** (TSTM, or TTM): a token merged into a token of the previous frame is
+   washed over. The largest trees in the frames shown (by their tokens there,
+   :func:`highlighted_trees`) each get a colour of their own and the rest share one muted
+   colour, so a reader can follow a few trees through the frames; a dot marks a tree root (a
+   token that later tokens merged into), and a white line joins a coloured tree's token to its
+   parent's position when the parent is a neighbour (the tree followed motion). Cells with no
+   wash were not merged.
+3. **spatial merge** (DPC-kNN clusters, or uniform pooling's cells): each token whose output
+   token lies in this frame is tinted with that output token's colour (white borders between
+   output tokens, a dot at the output token's position); tokens represented by a token of an
+   earlier frame (merged over time) get the muted wash of row 2.
 
-Colours are assigned by rank with golden-ratio hue steps, so neighbouring trees and clusters get
-well-separated hues.
+Frames that start a DySeg segment are titled "new segment" in red. By default the figure shows
+the window of consecutive frames that shows the most merging (:func:`auto_window`), 8 frames
+for square video and fewer for wide video (:func:`frames_for_aspect`).
 """
 
 from __future__ import annotations
 
-import colorsys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
+from ..types import KIND_ADTS, CompressedVideo
+from .show import auto_window, frames_for_aspect, highlighted_trees, parse_show
+from .style import (
+    DARK,
+    KEPT_EDGE,
+    MUTED,
+    TINT,
+    TREE_COLOURS,
+    Labels,
+    handler_map,
+    hex_rgb,
+    palette,
+    row_legend,
+    save_png,
+)
 
-CELL_INCHES = 2.1
-KEPT_EDGE = "#ffe600"
-LEGEND = ("yellow boxes: tokens kept as-is (ADTS, or a pruning strategy's selection) | trees: a "
-          "disc per member of a redundancy tree, one colour per tree across frames; white line = "
-          "merged into a neighbouring parent position; no disc = single-token tree; dark = kept "
-          "as-is | clusters: one colour per output token, dot = its position, black = dropped")
-TINT = 0.45
+__all__ = ["Labels", "auto_window", "draw_compression", "frames_for_aspect", "highlighted_trees",
+           "palette", "parse_show", "save_png"]
 
-
-def palette(ids: np.ndarray) -> np.ndarray:
-    """[len(ids), 3] RGB in [0, 1]: one colour per distinct id, by rank (golden-ratio hues)."""
-    uniq, rank = np.unique(ids, return_inverse=True)
-    colours = np.array([colorsys.hsv_to_rgb((0.13 + 0.6180339887 * k) % 1.0,
-                                            0.85 if k % 2 else 0.65, 0.95)
-                        for k in range(len(uniq))]).reshape(-1, 3)
-    return colours[rank.reshape(-1)]
-
-
-def auto_window(out: CompressedVideo, count: int) -> list[int]:
-    """``count`` consecutive frames holding the most TSTM edges (first such window on ties)."""
-    frames = out.num_frames
-    count = min(count, frames)
-    merged = (out.parents >= 0).sum(dim=1).cpu().numpy()  # [F] edges ending in frame t
-    best, start = -1, 0
-    for s in range(frames - count + 1):
-        edges = int(merged[s + 1 : s + count].sum())
-        if edges > best:
-            best, start = edges, s
-    return list(range(start, start + count))
+MIN_COLUMN = 2.1  # inches per drawn frame (at least)
+MIN_CELL = 0.14  # inches per token cell (at least)
+LEGEND_INCHES = 3.2
+MIN_ROW = 1.45  # inches per row of panels (at least): room for a row's legend
+NEAR = 2  # a merge into a parent at most this many cells away is drawn as a line
 
 
-def parse_show(spec: str | Sequence[int] | None, out: CompressedVideo, count: int = 8) -> list[int]:
-    """Frames to draw: "auto" (default; :func:`auto_window`), "even" (``count`` evenly spaced
-    frames), "A:B" (frames A..B-1) or "i,j,k" (explicit, 0-based); or a sequence of ints."""
-    frames = out.num_frames
-    if spec is None or spec == "auto":
-        return auto_window(out, count)
-    if isinstance(spec, str):
-        text = spec.strip()
-        try:
-            if text == "even":
-                return sorted(set(np.linspace(0, frames - 1, min(count, frames)).round()
-                                  .astype(int).tolist()))
-            if ":" in text:
-                a, b = text.split(":", 1)
-                chosen = list(range(int(a) if a else 0, int(b) if b else frames))
-            else:
-                chosen = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"cannot read the frames to show {spec!r}; expected 'auto', 'even', "
-                             "'A:B' or a comma-separated list like '0,4,8'") from None
-    else:
-        chosen = [int(v) for v in spec]
-    bad = [t for t in chosen if not 0 <= t < frames]
-    if not chosen or bad:
-        raise ValueError(f"frames to show must be non-empty and within 0..{frames - 1}, got "
-                         f"{chosen}")
-    return chosen
+def _cell_index(h: int, w: int, rows: int, cols: int) -> np.ndarray:
+    """[H, W] the grid cell (raster index) under each pixel."""
+    ys = np.minimum(np.arange(h) * rows // h, rows - 1)
+    xs = np.minimum(np.arange(w) * cols // w, cols - 1)
+    return ys[:, None] * cols + xs[None, :]
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1]: a light grey version of the frame (the background)."""
     lum = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.repeat((0.35 + 0.55 * lum[..., None] / 255.0), 3, axis=-1)
+    return np.repeat(0.30 + 0.55 * lum[..., None] / 255.0, 3, axis=-1)
 
 
-def _near(p: int, q: int, cols: int, cells: int = 2) -> bool:
-    """Whether grid positions p and q are at most ``cells`` rows and columns apart."""
-    return abs(p // cols - q // cols) <= cells and abs(p % cols - q % cols) <= cells
+def _compose(base: np.ndarray, cells: np.ndarray, colour: np.ndarray, alpha: np.ndarray):
+    """Blend per-cell ``colour`` [C, 3] with per-cell ``alpha`` [C] over ``base`` [H, W, 3];
+    ``cells`` [H, W] is the cell of each pixel."""
+    a = alpha[cells][..., None]
+    return base * (1 - a) + colour[cells] * a
 
 
 def _boundaries(labels: np.ndarray, ph: float, pw: float) -> list[list[tuple[float, float]]]:
-    """Line segments (pixel coordinates) between grid cells with different labels."""
-    rows, cols = labels.shape
+    """Line segments (pixel coordinates) between grid cells with different labels (>= 0)."""
     segs = []
-    for r, c in zip(*np.nonzero(labels[:, 1:] != labels[:, :-1])):
+    diff = (labels[:, 1:] != labels[:, :-1]) & ((labels[:, 1:] >= 0) | (labels[:, :-1] >= 0))
+    for r, c in zip(*np.nonzero(diff)):
         x = (c + 1) * pw
         segs.append([(x, r * ph), (x, (r + 1) * ph)])
-    for r, c in zip(*np.nonzero(labels[1:, :] != labels[:-1, :])):
+    diff = (labels[1:, :] != labels[:-1, :]) & ((labels[1:, :] >= 0) | (labels[:-1, :] >= 0))
+    for r, c in zip(*np.nonzero(diff)):
         y = (r + 1) * ph
         segs.append([(c * pw, y), ((c + 1) * pw, y)])
     return segs
 
 
+def _outline(ax, positions: np.ndarray, cols: int, ph: float, pw: float, width: float) -> None:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    boxes = [Rectangle(((p % cols) * pw, (p // cols) * ph), pw, ph) for p in positions]
+    if boxes:
+        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=KEPT_EDGE,
+                                          linewidth=width, zorder=4))
+
+
 def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, int], *,
                      show: str | Sequence[int] | None = None, title: str = "",
-                     subtitle: str = "", path: str | Path | None = None, dpi: int = 80):
-    """Draw (and optionally save as PNG) the kept / trees / clusters figure of one compression.
+                     subtitle: str = "", labels: Labels | None = None,
+                     frame_titles: Sequence[str] | None = None,
+                     path: str | Path | None = None, dpi: int = 80):
+    """Draw (and optionally save as PNG) the figure of one compression (module docstring).
 
     Args:
         frames: [F, H, W, 3] uint8 RGB frames the tokens came from.
@@ -122,6 +115,8 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
         grid: (rows, cols) of the token grid; token n covers grid cell (n // cols, n % cols).
         show: frames to draw, see :func:`parse_show` (default: 8 consecutive frames, "auto").
         title, subtitle: text above the panels.
+        labels: names of the stages (default FlashVID's; see :class:`Labels`).
+        frame_titles: [F] text over each frame (default "t=<index>").
         path: where to write the PNG (parent folders are created); None to only return it.
         dpi: resolution of the PNG.
 
@@ -129,10 +124,9 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
         The matplotlib Figure.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
+    labels = labels if labels is not None else Labels()
     frames = np.asarray(frames)
     rows, cols = grid
     f_count, n = out.num_frames, out.tokens_per_frame
@@ -142,8 +136,11 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     if frames.shape[0] != f_count or rows * cols != n:
         raise ValueError(f"{frames.shape[0]} frames with a {rows}x{cols} grid do not match the "
                          f"compressed video of {f_count} frames x {n} tokens")
-    chosen = parse_show(show, out)
+    if frame_titles is not None and len(frame_titles) != f_count:
+        raise ValueError(f"frame_titles must have one entry per frame ({f_count}), got "
+                         f"{len(frame_titles)}")
     h, w = frames.shape[1:3]
+    chosen = parse_show(show, out, frames_for_aspect(w, h))
     ph, pw = h / rows, w / cols
 
     kinds = out.kinds.cpu().numpy()
@@ -151,103 +148,161 @@ def draw_compression(frames: np.ndarray, out: CompressedVideo, grid: tuple[int, 
     source = out.source.cpu().numpy()
     parents = out.parents.cpu().numpy()
     roots = out.roots().cpu().numpy()
-    adts = np.zeros(f_count * n, dtype=bool)
-    adts[idx[kinds == KIND_ADTS]] = True
-    adts = adts.reshape(f_count, n)
-    tree_size = np.bincount(roots.reshape(-1), minlength=f_count * n)
-    tree_colour = palette(roots.reshape(-1)).reshape(f_count, n, 3)
-    src_colour = palette(np.where(source >= 0, source, -1).reshape(-1)).reshape(f_count, n, 3)
-    starts = set(np.cumsum([0, *out.segment_lengths.tolist()])[:-1].tolist())
+    kept = np.zeros(f_count * n, dtype=bool)
+    kept[idx[kinds == KIND_ADTS]] = True
+    kept = kept.reshape(f_count, n)
+    dropped = source < 0
+    row_frame = idx // n
+    merged_roots = np.unique(roots[parents >= 0])
+    is_root = np.zeros(f_count * n, dtype=bool)
+    is_root[merged_roots] = True
+    is_root = is_root.reshape(f_count, n)
+    top = highlighted_trees(roots, parents, chosen)
+    tree_of = {r: k for k, r in enumerate(top)}
+    # segment starts matter only where frames are merged over time
+    starts = (set(np.cumsum([0, *out.segment_lengths.tolist()])[:-1].tolist())
+              if labels.temporal else set())
 
-    width = CELL_INCHES * len(chosen) + 1.0
-    chars = max(40, int(width * 15))  # characters per line at 8-9 pt
+    panels = []
+    if kept.any():
+        panels.append("kept")
+    if (parents >= 0).any():
+        panels.append("temporal")
+    if (kinds != KIND_ADTS).any():
+        panels.append("spatial")
+    if not panels:
+        panels.append("kept")
+
+    column = max(MIN_COLUMN, MIN_CELL * cols, MIN_ROW * w / h)
+    cell_h = column * h / w
+    width = column * len(chosen) + 0.75 + LEGEND_INCHES
+    chars = max(60, int((width - LEGEND_INCHES) * 14))
     sub_lines = textwrap.wrap(subtitle, chars) if subtitle else []
-    foot = textwrap.wrap(LEGEND, chars)
-    top = 0.45 + 0.17 * len(sub_lines) + 0.3  # inches: title, subtitle lines, column titles
-    bottom = 0.2 + 0.15 * len(foot)
-    fig = Figure(figsize=(width, CELL_INCHES * 3 + 0.2 + top + bottom))
+    title_lines = 2 if any(t in starts for t in chosen) or frame_titles is not None else 1
+    top_in = 0.5 + 0.18 * len(sub_lines) + 0.17 * title_lines + 0.1
+    bottom_in = 0.12
+    height = cell_h * len(panels) + 0.1 * (len(panels) - 1) + top_in + bottom_in
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(3, len(chosen), squeeze=False)
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.6 / width, right=0.995, wspace=0.03, hspace=0.06,
-                        top=1 - top / height, bottom=bottom / height)
+    axes = fig.subplots(len(panels), len(chosen), squeeze=False)
+    fig.subplots_adjust(left=0.7 / width, right=1 - LEGEND_INCHES / width, wspace=0.03,
+                        hspace=0.1 / cell_h, top=1 - top_in / height, bottom=bottom_in / height)
     extent = (0, w, h, 0)
-    disc = (0.55 * CELL_INCHES * 72 / max(rows, cols)) ** 2  # marker area in points^2
-    any_adts = bool(adts.any())
+    cells = _cell_index(h, w, rows, cols)
+    cell_pt = 72 * column / cols  # a cell's width in points
+    outline = 1.0 if cell_pt > 10 else 0.7
+    cluster_colour = palette(np.arange(max(1, len(kinds))))  # by output row
+    tree_rgb = np.array([hex_rgb(c) for c in TREE_COLOURS])
+
     for j, t in enumerate(chosen):
         frame = frames[t]
-        a_kept, a_tree, a_clu = axes[:, j]
-        # ---- row 1: ADTS-kept tokens outlined, the rest dimmed
-        a_kept.imshow(frame, extent=extent)
-        if any_adts:
-            dim = np.zeros((rows, cols, 4), dtype=np.float32)
-            dim[..., 3] = np.where(adts[t].reshape(rows, cols), 0.0, 0.5)
-            a_kept.imshow(dim, extent=extent, interpolation="nearest")
-            for p in np.nonzero(adts[t])[0]:
-                a_kept.add_patch(Rectangle(((p % cols) * pw, (p // cols) * ph), pw, ph,
-                                           fill=False, edgecolor=KEPT_EDGE, linewidth=1.3))
-        # ---- row 2: TSTM trees: a disc per tree member, coloured by tree
-        a_tree.imshow(_grey(frame), extent=extent)
-        dark = np.zeros((rows, cols, 4), dtype=np.float32)
-        dark[adts[t].reshape(rows, cols)] = (0.05, 0.05, 0.05, 0.75)
-        a_tree.imshow(dark, extent=extent, interpolation="nearest")
-        moved = [(p, q) for p in np.nonzero(parents[t] >= 0)[0]
-                 for q in [parents[t, p] % n] if q != p and _near(p, q, cols)]
-        if moved:
-            lines = [[(((q % cols) + 0.5) * pw, ((q // cols) + 0.5) * ph),
-                      (((p % cols) + 0.5) * pw, ((p // cols) + 0.5) * ph)] for p, q in moved]
-            a_tree.add_collection(LineCollection(lines, colors="white", linewidths=1.2))
-        member = np.nonzero((~adts[t]) & (tree_size[roots[t]] >= 2))[0]
-        a_tree.scatter(((member % cols) + 0.5) * pw, ((member // cols) + 0.5) * ph,
-                       s=disc, c=tree_colour[t, member], edgecolors="black", linewidths=0.4,
-                       zorder=3)
-        # ---- row 3: spatial clusters (the output row representing each token)
-        a_clu.imshow(_grey(frame), extent=extent)
-        tint = np.zeros((rows, cols, 4), dtype=np.float32)
-        tint[..., :3] = src_colour[t].reshape(rows, cols, 3)
-        tint[..., 3] = TINT
-        tint[adts[t].reshape(rows, cols)] = (0.05, 0.05, 0.05, 0.75)
-        tint[(source[t] < 0).reshape(rows, cols)] = (0.0, 0.0, 0.0, 0.92)
-        a_clu.imshow(tint, extent=extent, interpolation="nearest")
-        labels = np.where(adts[t], -2, source[t]).reshape(rows, cols)
-        a_clu.add_collection(LineCollection(_boundaries(labels, ph, pw), colors="white",
-                                            linewidths=0.8))
-        here = (idx // n == t) & ((kinds == KIND_CLUSTER) | (kinds == KIND_ROOT))
-        pos = idx[here] % n
-        a_clu.scatter(((pos % cols) + 0.5) * pw, ((pos // cols) + 0.5) * ph, s=9, c="white",
-                      edgecolors="black", linewidths=0.6, zorder=3)
-        label = f"t={t}" + ("  new segment" if t in starts else "")
-        a_kept.set_title(label, fontsize=9, color="#b00020" if t in starts else "black")
-        for ax in (a_kept, a_tree, a_clu):
+        grey = _grey(frame)
+        colour = frame.astype(np.float32) / 255.0
+        for i, panel in enumerate(panels):
+            ax = axes[i, j]
+            if panel == "kept":
+                # kept tokens in colour, the others grey (merged later) or dark (dropped)
+                alpha = np.where(kept[t], 0.0, np.where(dropped[t], 0.8, 0.0))
+                faded = 0.45 * colour + 0.55 * 0.8
+                base = np.where(kept[t][cells][..., None], colour, faded)
+                img = _compose(base, cells, np.tile(DARK, (n, 1)), alpha)
+                ax.imshow(img, extent=extent, interpolation="nearest")
+                _outline(ax, np.nonzero(kept[t])[0], cols, ph, pw, outline + 0.4)
+            elif panel == "temporal":
+                tint = np.tile(np.array(MUTED), (n, 1))
+                alpha = np.where(parents[t] >= 0, 0.55, 0.0)
+                tree_k = np.array([tree_of.get(int(r), -1) for r in roots[t]])
+                top_member = tree_k >= 0
+                tint[top_member] = tree_rgb[tree_k[top_member]]
+                alpha[top_member & (parents[t] >= 0)] = 0.75
+                alpha[dropped[t]] = 0.8
+                tint[dropped[t]] = DARK
+                ax.imshow(_compose(grey, cells, tint, alpha), extent=extent,
+                          interpolation="nearest")
+                _draw_links(ax, t, parents, tree_k, n, cols, ph, pw)
+                rp = np.nonzero(is_root[t])[0]
+                face = [tuple(tree_rgb[tree_k[p]]) if tree_k[p] >= 0 else (1.0, 1.0, 1.0)
+                        for p in rp]
+                size = [(0.5 * cell_pt) ** 2 if tree_k[p] >= 0 else (0.3 * cell_pt) ** 2
+                        for p in rp]
+                ax.scatter(((rp % cols) + 0.5) * pw, ((rp // cols) + 0.5) * ph, s=size,
+                           c=face if face else "white", edgecolors="black", linewidths=0.6,
+                           zorder=5)
+                _outline(ax, np.nonzero(kept[t])[0], cols, ph, pw, outline)
+            else:
+                rep = source[t]
+                here = (rep >= 0) & ~kept[t]
+                here &= row_frame[np.where(rep >= 0, rep, 0)] == t
+                earlier = (rep >= 0) & ~kept[t] & ~here
+                tint = np.zeros((n, 3))
+                tint[here] = cluster_colour[rep[here]]
+                tint[earlier] = MUTED
+                tint[dropped[t]] = DARK
+                alpha = np.where(here, TINT, np.where(earlier, 0.55, 0.0))
+                alpha[dropped[t]] = 0.8
+                ax.imshow(_compose(grey, cells, tint, alpha), extent=extent,
+                          interpolation="nearest")
+                lab = np.where(here, rep, -1).reshape(rows, cols)
+                from matplotlib.collections import LineCollection
+
+                ax.add_collection(LineCollection(_boundaries(lab, ph, pw), colors="white",
+                                                 linewidths=0.9, zorder=3))
+                mine = (row_frame == t) & (kinds != KIND_ADTS)
+                pos = idx[mine] % n
+                ax.scatter(((pos % cols) + 0.5) * pw, ((pos // cols) + 0.5) * ph,
+                           s=(0.3 * cell_pt) ** 2, c="white", edgecolors="black",
+                           linewidths=0.6, zorder=5)
+                _outline(ax, np.nonzero(kept[t])[0], cols, ph, pw, outline)
             ax.set_xlim(0, w)
             ax.set_ylim(h, 0)
             ax.set_xticks([])
             ax.set_yticks([])
-    axes[0, 0].set_ylabel("kept as-is (ADTS)\noutlined", fontsize=9)
-    axes[1, 0].set_ylabel("TSTM trees\ncolour = tree", fontsize=9)
-    axes[2, 0].set_ylabel("spatial clusters\ncolour = output token", fontsize=9)
+        head = frame_titles[t] if frame_titles is not None else f"t={t}"
+        if t in starts:
+            head += "\nnew segment"
+        elif title_lines == 2:
+            head += "\n "
+        axes[0, j].set_title(head, fontsize=9, color="#b00020" if t in starts else "black",
+                             linespacing=1.2)
+
+    counts = _counts(out, kept, parents, dropped)
+    for i, panel in enumerate(panels):
+        text, handles = row_legend(panel, labels, counts, bool(top), bool(dropped.any()))
+        axes[i, 0].set_ylabel(text, fontsize=9)
+        axes[i, -1].legend(*zip(*handles), loc="center left", bbox_to_anchor=(1.04, 0.5),
+                           fontsize=8, frameon=False, handlelength=2.2, borderaxespad=0.0,
+                           handler_map=handler_map())
     if title:
-        fig.suptitle(title, fontsize=12, y=1 - 0.1 / height, va="top")
+        fig.suptitle(title, fontsize=12, y=1 - 0.08 / height, va="top")
     if sub_lines:
-        fig.text(0.5, 1 - 0.42 / height, "\n".join(sub_lines), ha="center", va="top", fontsize=9)
-    fig.text(0.5, 0.05 / height, "\n".join(foot), ha="center", va="bottom", fontsize=8,
-             color="#333333")
+        fig.text(0.5 * (1 - LEGEND_INCHES / width), 1 - 0.4 / height, "\n".join(sub_lines),
+                 ha="center", va="top", fontsize=9)
     if path is not None:
         save_png(fig, path, dpi)
     return fig
 
 
-def save_png(fig, path: str | Path, dpi: int) -> None:
-    """Write ``fig`` as a 256-colour PNG (Pillow's octree quantiser, no dithering): about 4x
-    smaller than full RGB for photographs, with no visible change at this size. Parent folders
-    are created."""
-    from PIL import Image
+def _draw_links(ax, t: int, parents: np.ndarray, tree_k: np.ndarray, n: int, cols: int,
+                ph: float, pw: float) -> None:
+    """White lines from a highlighted tree's merged tokens to their parents' positions, where
+    the parent is a neighbour (at most NEAR cells away: the tree followed motion; longer jumps,
+    common in uniform regions, are not drawn)."""
+    from matplotlib import patheffects
+    from matplotlib.collections import LineCollection
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.set_dpi(dpi)
-    canvas = fig.canvas
-    canvas.draw()
-    rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
-    rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE,
-                 dither=Image.Dither.NONE).save(path, format="PNG", optimize=True)
+    segs = []
+    for p in np.nonzero((parents[t] >= 0) & (tree_k >= 0))[0]:
+        q = parents[t, p] % n
+        if q != p and abs(p // cols - q // cols) <= NEAR and abs(p % cols - q % cols) <= NEAR:
+            segs.append([(((q % cols) + 0.5) * pw, ((q // cols) + 0.5) * ph),
+                         (((p % cols) + 0.5) * pw, ((p // cols) + 0.5) * ph)])
+    if segs:
+        lines = LineCollection(segs, colors="white", linewidths=1.3, zorder=4)
+        lines.set_path_effects([patheffects.withStroke(linewidth=2.6, foreground="black")])
+        ax.add_collection(lines)
+
+
+def _counts(out: CompressedVideo, kept, parents, dropped) -> dict[str, int]:
+    f = max(1, out.num_frames)
+    return {"kept": int(kept.sum()) // f, "merged": int((parents >= 0).sum()),
+            "dropped": int(dropped.sum()), "frames": out.num_frames}

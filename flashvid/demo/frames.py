@@ -6,7 +6,12 @@ Supported inputs (read with imageio, which scikit-image installs):
   ``.bmp``, ``.tif``/``.tiff``, ``.webp``;
 * a multi-frame ``.gif`` or ``.tif``/``.tiff`` file;
 * a ``.npy`` array, or a ``.npz`` file holding an array named ``frames`` (or a single array):
-  [F, H, W, 3] RGB or [F, H, W] grey, uint8 (0..255) or floating (0..1).
+  [F, H, W, 3] RGB or [F, H, W] grey, uint8 (0..255) or floating (0..1; floating frames whose
+  values lie in 0..255 are read as 0..255, and values outside the range are clipped, each with
+  a :class:`FrameWarning`);
+* a video file (``.mp4``, ``.mkv``, ``.webm``, ... decoded with PyAV): ``count`` frames sampled
+  uniformly from the first to the last (:func:`flashvid.demo.video.sample_indices`), the way
+  video LLMs sample; they must be the frames the tokens came from.
 
 Grey frames become RGB; an alpha channel is dropped.
 """
@@ -14,12 +19,41 @@ Grey frames become RGB; an alpha channel is dropped.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .video import VIDEO_SUFFIXES, read_video
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MULTI_FRAME_SUFFIXES = (".gif", ".tif", ".tiff")
+MAX_SIDE = 640  # video frames are decoded at most this large: enough for the figure
+
+
+class FrameWarning(UserWarning):
+    """Frames were read in a way the user should know about (rescaled or clipped values)."""
+
+
+def _float_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
+    """uint8 from floating frames: 0..1 as is; 0..255 scaled by 1/255; otherwise clipped to
+    0..1 (a warning says so in the last two cases)."""
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what}: frames contain NaN or Inf; expected values in [0, 1]")
+    low, high = float(arr.min()), float(arr.max())
+    if low >= 0.0 and high <= 1.0:
+        scaled = arr
+    elif low >= 0.0 and high <= 255.0:
+        warnings.warn(f"{what}: floating frames with values up to {high:g}: read as 0..255 "
+                      "(expected 0..1 for floating frames)", FrameWarning, stacklevel=3)
+        scaled = arr / 255.0
+    else:
+        outside = int(((arr < 0.0) | (arr > 1.0)).sum())
+        warnings.warn(f"{what}: {outside} of {arr.size} values lie outside [0, 1] (range "
+                      f"{low:g}..{high:g}) and were clipped; expected floating frames in 0..1",
+                      FrameWarning, stacklevel=3)
+        scaled = np.clip(arr, 0.0, 1.0)
+    return np.rint(scaled * 255.0).astype(np.uint8)
 
 
 def _to_rgb_uint8(arr: np.ndarray, what: str) -> np.ndarray:
@@ -40,20 +74,26 @@ def _to_rgb_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what}: frames contain NaN or Inf; expected values in [0, 1]")
-        return np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return _float_to_uint8(arr, what)
     raise ValueError(f"{what}: unsupported pixel type {arr.dtype}; expected uint8 (0..255), "
                      "uint16 or floating (0..1)")
 
 
-def load_frames(path: str | Path) -> np.ndarray:
-    """[F, H, W, 3] uint8 RGB frames from a folder of images, a multi-frame image, or a
-    ``.npy``/``.npz`` array (see the module docstring)."""
+def load_frames(path: str | Path, count: int | None = None) -> np.ndarray:
+    """[F, H, W, 3] uint8 RGB frames from a folder of images, a multi-frame image, a
+    ``.npy``/``.npz`` array or a video file (see the module docstring).
+
+    ``count`` is the number of frames to sample from a video file (required for one; ignored
+    otherwise). Video frames are decoded at most ``MAX_SIDE`` pixels on their longer side.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     suffix = path.suffix.lower()
+    if path.is_file() and suffix in VIDEO_SUFFIXES:
+        if count is None:
+            raise ValueError(f"{path}: a video file needs the number of frames to sample")
+        return load_video_frames(path, count).frames
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -88,7 +128,24 @@ def load_frames(path: str | Path) -> np.ndarray:
             arr = arr[None]  # a single-frame image
         return _to_rgb_uint8(arr, str(path))
     raise ValueError(f"{path}: unsupported frames input {suffix!r}; expected a folder of images, "
-                     f"a multi-frame .gif/.tif, or a .npy/.npz array")
+                     f"a multi-frame .gif/.tif, a .npy/.npz array or a video file "
+                     f"({', '.join(VIDEO_SUFFIXES[:5])}, ...)")
+
+
+def load_video_frames(path: str | Path, count: int):
+    """A :class:`flashvid.demo.video.Video` of ``count`` frames sampled uniformly from ``path``,
+    at most ``MAX_SIDE`` pixels on the longer side; ValueError if it has fewer frames."""
+    path = Path(path)
+    probe = read_video(path, frames=1)
+    w, h = probe.size
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    size = (max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2))
+    video = read_video(path, frames=count, size=size if scale < 1.0 else None)
+    if len(video.indices) != count:
+        raise ValueError(f"{path} has {video.total} frames but the token file has tokens for "
+                         f"{count}; expected a video with at least as many frames as token "
+                         "frames")
+    return video
 
 
 def match_grid(frames_shape: tuple[int, ...], tokens_per_frame: int,
