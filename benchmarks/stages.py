@@ -145,8 +145,7 @@ def reference_stage(p: Prepared, stage: str, x: torch.Tensor | None = None) -> C
 
 
 def _reference_trees(p: Prepared, x: torch.Tensor) -> torch.Tensor:
-    values = reference.trees(x, p.forest.parent, p.forest.merged, p.seg.lengths,
-                             p.cfg.aggregation)
+    values = reference.trees(x, p.forest.parent, p.forest.merged, p.cfg.aggregation)
     return values.reshape(-1, x.shape[2])[p.candidates.reshape(-1)]
 
 

@@ -36,7 +36,7 @@ def test_tree_values_equal_reference(aggregation, dtype):
     got = trees(x, forest, candidates, int(candidates.sum()), seg,
                 flashvid.FlashVIDConfig(aggregation=aggregation),
                 TorchBackend(reuse_buffers=False))
-    want = reference.trees(x, forest.parent, forest.merged, lengths, aggregation)
+    want = reference.trees(x, forest.parent, forest.merged, aggregation)
     assert got.values.dtype == want.dtype == (torch.float64 if dtype == torch.float64
                                               else torch.float32)
     tol = 1e-12 if dtype == torch.float64 else 1e-5

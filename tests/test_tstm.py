@@ -58,7 +58,7 @@ def test_reference_roots_and_values_on_fixtures(name):
                                              budget.total * length)
         np.testing.assert_array_equal(merged.numpy(), d[f"seg{s}_derived_merged"])
         assert soft == bool(d[f"seg{s}_derived_soft_threshold_used"])
-        values = reference.trees(seg, parent, merged, [length], "official")
+        values = reference.trees(seg, parent, merged, "official")
         roots = ~merged & eligible
         gids = (start * n + torch.arange(length * n).view(length, n))[roots]
         np.testing.assert_array_equal(gids.numpy(), d[f"seg{s}_tstm_global_indices"])

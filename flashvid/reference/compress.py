@@ -55,7 +55,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
     parents = torch.full((frames, n), -1, dtype=torch.long, device=device)
     if sum(merge) > 0:
         parent, merged = tstm(tokens, eligible, lengths, config, frame_budgets)
-        values = trees(tokens, parent, merged, lengths, config.aggregation)
+        values = trees(tokens, parent, merged, config.aggregation)
         root_of = torch.arange(frames * n, device=device).view(frames, n)
         for t in range(1, frames):
             parents[t][merged[t]] = (t - 1) * n + parent[t][merged[t]]

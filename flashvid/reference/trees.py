@@ -1,43 +1,35 @@
-"""Reference stage ``trees`` (SPEC §7): the value of every TSTM tree, frame by frame."""
+"""Reference stage ``trees`` (SPEC §7): the value of every TSTM tree."""
 
 from __future__ import annotations
 
 import torch
 
-from .util import spans, work_dtype
+from .util import work_dtype
 
 
-def trees(tokens: torch.Tensor, parent: torch.Tensor, merged: torch.Tensor, lengths: list[int],
+def trees(tokens: torch.Tensor, parent: torch.Tensor, merged: torch.Tensor,
           aggregation: str) -> torch.Tensor:
     """[F, N, D] tree values in the work dtype (float32 for half input), valid at the roots.
 
-    In each segment, frames run from last to first: each root is finalised as acc / cnt, each
-    merged token's accumulated sum is added to its parent. ``official`` counts +1 per direct
-    child (quirk Q1: subtree sum / (1 + direct children)); ``mean`` propagates subtree sizes
-    (the true tree mean).
+    Following the merges frame by frame gives every token its tree's root (a tree never crosses
+    a segment: nothing merges into the previous segment). A root's value is the sum of its tree
+    (members added in position order) divided by
+
+    * ``official`` (the published arithmetic, quirk Q1): 1 + the root's number of direct
+      children, which is what the published frame-by-frame accumulation computes;
+    * ``mean``: the number of tokens in the tree (the true tree mean).
     """
-    out = tokens.to(work_dtype(tokens.dtype)).clone()
-    for start, end in spans(lengths):
-        out[start:end] = _segment_trees(out[start:end], merged[start:end], parent[start:end],
-                                        aggregation)
-    return out
-
-
-def _segment_trees(x: torch.Tensor, merged: torch.Tensor, parent: torch.Tensor,
-                   aggregation: str) -> torch.Tensor:
-    frames, n, _ = x.shape
-    acc = x.clone()
-    cnt = torch.ones(frames, n, dtype=x.dtype, device=x.device)
-    for t in range(frames - 1, -1, -1):
-        roots = ~merged[t]
-        acc[t][roots] = acc[t][roots] / cnt[t][roots].unsqueeze(-1)
-        kids = merged[t].nonzero().flatten()
-        if t == 0 or kids.numel() == 0:
-            continue
-        targets = parent[t][kids]
-        acc[t - 1] += torch.zeros_like(acc[t - 1]).index_add_(0, targets, acc[t][kids])
-        if aggregation == "official":
-            cnt[t - 1] += torch.bincount(targets, minlength=n).to(x.dtype)
-        else:
-            cnt[t - 1] += torch.zeros_like(cnt[t - 1]).index_add_(0, targets, cnt[t][kids])
-    return acc
+    frames, n, dim = tokens.shape
+    x = tokens.to(work_dtype(tokens.dtype)).reshape(frames * n, dim)
+    root = torch.arange(frames * n, device=tokens.device).view(frames, n)
+    for t in range(1, frames):
+        root[t] = torch.where(merged[t], root[t - 1][parent[t].clamp_min(0)], root[t])
+    root = root.reshape(-1)
+    sums = torch.zeros_like(x).index_add_(0, root, x)
+    ones = torch.ones(frames * n, dtype=x.dtype, device=x.device)
+    if aggregation == "official":
+        prev = (torch.arange(frames, device=x.device)[:, None] - 1) * n + parent
+        denom = 1.0 + torch.zeros_like(ones).index_add_(0, prev[merged], ones[: int(merged.sum())])
+    else:
+        denom = torch.zeros_like(ones).index_add_(0, root, ones)
+    return (sums / denom[:, None]).view(frames, n, dim)

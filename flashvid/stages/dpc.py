@@ -182,6 +182,7 @@ def exact_counts(counts: torch.Tensor, merge: torch.Tensor,
     A segment's target T is the sum of its frames' merge budgets. Every frame with candidates
     gets one cluster; the other T - P (P such frames) go by the largest remainder of
     (T - P) * (c_t - 1) / (C - P), equal remainders to the earlier frame; the counts sum to T.
+    A segment with T = 0 (a video of a batch without merge budget) gets no cluster.
     ``keep``: the segment has no more candidates than T, so they are kept as they are.
     """
     device = counts.device
@@ -191,10 +192,12 @@ def exact_counts(counts: torch.Tensor, merge: torch.Tensor,
     def per_segment(v: torch.Tensor) -> torch.Tensor:
         return torch.zeros(slots, dtype=torch.long, device=device).index_add_(0, seg.of_frame, v)
 
-    base = (counts > 0).long()
-    target, total, present = per_segment(merge), per_segment(counts), per_segment(base)
+    target = per_segment(merge)
+    active = (target > 0)[seg.of_frame]
+    base = ((counts > 0) & active).long()
+    total, present = per_segment(counts), per_segment(base)
     rest = (target - present)[seg.of_frame]  # clusters beyond one per frame
-    weight = counts - base
+    weight = torch.where(active, counts - base, 0)
     pool = (total - present)[seg.of_frame]
     safe = pool.clamp_min(1)
     floor = torch.where(pool > 0, rest * weight // safe, 0)
@@ -262,7 +265,8 @@ def static_dpc(values: torch.Tensor, candidates: torch.Tensor, clusters: torch.T
     local.scatter_(1, torch.where(is_centre, ranked, n), pos.expand(frames, n))
     local = local[:, :n]
     first_row = torch.cumsum(clusters, 0) - clusters  # [F]
-    slot_row = torch.where(valid, first_row[:, None] + local, -1)  # cluster of each slot
+    clustered = valid & (clusters > 0)[:, None]
+    slot_row = torch.where(clustered, first_row[:, None] + local, -1)  # cluster of each slot
     row = torch.full((frames, n), -1, dtype=torch.long, device=device)
     row.scatter_(1, order, slot_row)
     centre_rank = compact(is_centre.flatten(), total)  # flat (frame, rank), in row order
