@@ -21,10 +21,15 @@ BLOCK_D_GPU = 64  # feature chunk per tl.dot step on the GPU (half inputs: tenso
 BLOCK_D_GPU_FP32 = 16  # float32's IEEE dot runs on the FMA units and holds its chunk in registers:
 # wider chunks spill (64: 255 registers + 296-400 bytes of stack on sm_80; 16: 168, none)
 BLOCK_D_INTERPRETER = 1024  # the interpreter pays per chunk, so it takes wide chunks
+STATS_ROWS = 16  # token_stats: rows per program (memory-bound: many programs, wide loads)
+STATS_BLOCK_D_GPU = 256  # token_stats: feature chunk (16 x 256 bf16 = 8 KB per step)
 # Scratch of one adts_select launch (D' and the column partials of a chunk of frames): frames are
 # processed in chunks of a fixed size, so the scratch never grows with F. 32 MiB stays in the L2
 # of an H100/H200 (50/60 MB), where the greedy loop re-reads its rows.
 SCRATCH_BYTES = 32 << 20
+# adts_select warps: the frame's last program keeps a few [next_pow2(N)] vectors in registers
+# through the greedy loop; at N > 2048 four warps spill (255 registers + 176 bytes of stack)
+ADTS_WARPS, ADTS_WARPS_LARGE, ADTS_LARGE_NP = 4, 8, 4096
 MAX_GRID_Y = 65535  # CUDA limit of grid dimensions 1 and 2
 FLOAT32_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32: the norm clamp
 
@@ -38,10 +43,12 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def block_d(dim: int, dtype: torch.dtype | None = None) -> int:
+def block_d(dim: int, dtype: torch.dtype | None = None, *, gpu_cap: int | None = None) -> int:
     """Feature-chunk width of the loops over D (``dtype``: the input of a tl.dot, if any)."""
     if interpreting():
         cap = BLOCK_D_INTERPRETER
+    elif gpu_cap is not None:
+        cap = gpu_cap
     else:
         cap = BLOCK_D_GPU_FP32 if dtype == torch.float32 else BLOCK_D_GPU
     return max(MIN_DOT, min(next_pow2(dim), cap))

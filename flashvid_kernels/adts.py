@@ -8,6 +8,9 @@ import triton
 import triton.language as tl
 
 from ._runtime import (
+    ADTS_LARGE_NP,
+    ADTS_WARPS,
+    ADTS_WARPS_LARGE,
     MAX_GRID_Y,
     SCRATCH_BYTES,
     block_d,
@@ -67,7 +70,7 @@ def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
         tl.store(p_out + b_at + rep, o_n.to(tl.int64), mask=b_count > rep)
 
 
-@triton.jit(do_not_specialize=["f0"])
+@triton.jit(do_not_specialize=["f0", "K"])  # any chunk start and k: one compiled kernel
 def _adts_select_kernel(
     x_ptr, norm_ptr, w_ptr, e_ptr, dist_ptr, part_ptr, ticket_ptr, out_ptr,
     f0, N, D, K, stride_xf, stride_xn, fill,
@@ -215,5 +218,6 @@ def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
                    f0, n, dim, k, x.stride(0), x.stride(1), float(fill),
                    HAS_W=weights is not None, HAS_E=event is not None,
                    EXCLUDE=bool(exclude_selected), HALF_DOT=half_dot(x),
-                   NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype))
+                   NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
+                   num_warps=ADTS_WARPS_LARGE if np_ >= ADTS_LARGE_NP else ADTS_WARPS)
     return out

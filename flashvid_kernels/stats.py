@@ -6,7 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import FLOAT32_TINY, block_d, block_tokens, check_input, device_guard, launch
+from ._runtime import (
+    FLOAT32_TINY,
+    STATS_BLOCK_D_GPU,
+    STATS_ROWS,
+    block_d,
+    check_input,
+    device_guard,
+    launch,
+)
 
 NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 
@@ -66,10 +74,10 @@ def token_stats(x: torch.Tensor, event_mean: torch.Tensor | None = None
         event = torch.empty(frames, n, dtype=torch.float32, device=x.device)
     if frames == 0 or n == 0:
         return norms, event
-    bn = block_tokens(n)
     with device_guard(x):
-        launch(_token_stats_kernel, (frames, triton.cdiv(n, bn)),
+        launch(_token_stats_kernel, (frames, triton.cdiv(n, STATS_ROWS)),
                x, norms if mu is None else mu, norms, norms if event is None else event,
                n, dim, x.stride(0), x.stride(1),
-               HAS_MU=mu is not None, BN=bn, BD=block_d(dim))
+               HAS_MU=mu is not None, BN=STATS_ROWS,
+               BD=block_d(dim, gpu_cap=STATS_BLOCK_D_GPU))
     return norms, event

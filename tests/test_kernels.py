@@ -273,11 +273,17 @@ def test_tstm_edges_half_inputs_match_rounded_reference(dtype):
 
 @pytest.mark.slow
 @settings(max_examples=25, deadline=None)
-@given(frames=st.integers(1, 5), n=st.integers(1, 100), dim=st.integers(1, 24),
+@given(frames=st.integers(1, 5), n=st.integers(1, 100), dim=st.integers(8, 24),
        k_frac=st.floats(0.0, 1.0), cut_seed=st.integers(0, 2**16), method=st.sampled_from(
            ["adts", "adts_v1", "diversity"]))
 def test_kernels_property(frames, n, dim, k_frac, cut_seed, method):
-    """Random shapes and segment layouts: both kernels equal the reference."""
+    """Random shapes and segment layouts: both kernels equal the reference.
+
+    D >= 8: with D = 2 and k near N, random tokens are nearly collinear, every distance is at
+    rounding level, and which token "adts" repeats (it does not exclude picked tokens) is decided
+    by the last bit of a self-distance 1 - <x^_j, x^_j>, which differs between any two matrix
+    product implementations (seen: frames=4, n=26, dim=2, k=19 repeats token 11 in the kernel and
+    21 in the reference). D = 1 and 3 are covered exactly by the awkward-shape tests."""
     x, a = random_video(frames, n, dim, seed=cut_seed)
     k = max(1, round(k_frac * n))
     gen = torch.Generator().manual_seed(cut_seed)
