@@ -32,6 +32,7 @@ SCRATCH_BYTES = 32 << 20
 ADTS_WARPS, ADTS_WARPS_LARGE, ADTS_LARGE_NP = 4, 8, 4096
 MAX_GRID_Y = 65535  # CUDA limit of grid dimensions 1 and 2
 FLOAT32_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32: the norm clamp
+FLOAT32_BYTES = 4
 
 
 def interpreting() -> bool:

@@ -11,7 +11,9 @@ from ._runtime import (
     ADTS_LARGE_NP,
     ADTS_WARPS,
     ADTS_WARPS_LARGE,
+    FLOAT32_BYTES,
     MAX_GRID_Y,
+    MIN_DOT,
     SCRATCH_BYTES,
     block_d,
     block_tokens,
@@ -159,7 +161,7 @@ def _adts_select_kernel(
 
 def adts_plan(n: int) -> tuple[int, int, int]:
     """(NP, NT, BT) for frames of n tokens: padded side, token tiles per side, tile side."""
-    np_ = max(16, next_pow2(n))
+    np_ = max(MIN_DOT, next_pow2(n))
     bt = block_tokens(n)
     return np_, np_ // bt, bt
 
@@ -167,7 +169,7 @@ def adts_plan(n: int) -> tuple[int, int, int]:
 def adts_chunk(frames: int, n: int) -> int:
     """Frames per launch: as many as fit in SCRATCH_BYTES of D' and partials (at least one)."""
     np_, nt, _ = adts_plan(n)
-    slot = 4 * (np_ * np_ + 2 * nt * np_)
+    slot = FLOAT32_BYTES * (np_ * np_ + 2 * nt * np_)  # D' [NP, NP], partials [2, NT, NP]
     return max(1, min(frames, SCRATCH_BYTES // slot, MAX_GRID_Y))
 
 
