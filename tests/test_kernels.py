@@ -279,11 +279,15 @@ def test_tstm_edges_half_inputs_match_rounded_reference(dtype):
 def test_kernels_property(frames, n, dim, k_frac, cut_seed, method):
     """Random shapes and segment layouts: both kernels equal the reference.
 
-    D >= 8: with D = 2 and k near N, random tokens are nearly collinear, every distance is at
-    rounding level, and which token "adts" repeats (it does not exclude picked tokens) is decided
-    by the last bit of a self-distance 1 - <x^_j, x^_j>, which differs between any two matrix
-    product implementations (seen: frames=4, n=26, dim=2, k=19 repeats token 11 in the kernel and
-    21 in the reference). D = 1 and 3 are covered exactly by the awkward-shape tests."""
+    One exception, where no two matrix-product implementations agree: "adts" does not exclude
+    picked tokens, so once every remaining column's running minimum is below some picked token's
+    self-distance (1 - <x^_j, x^_j>) w_j e_j, a value at rounding level (e.g. a token with a
+    negative event term is left), the greedy repeats that token for all remaining picks, and
+    which token it is depends on the last bit of the self-distances (seen with the kernels before
+    and after the work split: frames=1, n=7, dim=9, k=7 repeats token 2 in the kernel and 1 in
+    the reference). Frames with a repeat must then pick the same distinct tokens. D >= 8: at
+    D = 2 nearly collinear tokens put every distance at rounding level (D = 1 and 3 are covered
+    exactly by the awkward-shape tests)."""
     x, a = random_video(frames, n, dim, seed=cut_seed)
     k = max(1, round(k_frac * n))
     gen = torch.Generator().manual_seed(cut_seed)
@@ -297,7 +301,11 @@ def test_kernels_property(frames, n, dim, k_frac, cut_seed, method):
         events.append(ev)
     cat = lambda ts: torch.cat(ts) if ts[0] is not None else None  # noqa: E731
     got = select(x, cat(weights), k, method != "adts", event=cat(events))
-    assert torch.equal(got, torch.cat(picks))
+    for g, w in zip(got.tolist(), torch.cat(picks).tolist()):
+        if method == "adts" and min(len(set(g)), len(set(w))) < k:  # a repeat
+            assert set(g) == set(w), (g, w)
+        else:
+            assert g == w
     eligible = torch.ones(frames, n, dtype=torch.bool, device=x.device)
     eligible.scatter_(1, got, False)
     check_edges(x, eligible, starts)
