@@ -1,11 +1,15 @@
 """Triton kernels of FlashVID. Never imports ``flashvid``.
 
-* ``adts_select``: fused per-frame cosine-distance Gram + weighted greedy max-min selection.
+* ``token_stats``: token norms and event relevance, shared by both selections.
+* ``adts_select``: per-frame cosine-distance Gram (tile pairs over programs) + weighted greedy
+  max-min selection (the frame's last program), in one launch per chunk of frames.
 * ``tstm_edges``: adjacent-frame most-similar eligible token and its similarity.
-* ``token_stats``: token norms and event relevance, shared by both.
 
-All launchers take a flat list of frames (any mix of segments and videos) and run on CUDA
-tensors, or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1).
+All launchers take a flat list of frames (any mix of segments and videos), run on CUDA tensors
+(on the tensors' own device), or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1),
+never synchronise with the host and allocate only with torch.empty / torch.zeros.
+``python -m flashvid_kernels.report`` compiles every specialisation for sm_80 and sm_90 without a
+GPU and prints registers, spills, shared memory and occupancy.
 """
 
 from ._runtime import MAX_TOKENS, interpreting

@@ -1,14 +1,38 @@
-"""Interpreter detection and block sizes shared by the launchers."""
+"""What the launchers share: named constants, block sizes, input checks, the device guard and
+the one place where kernels are launched (which the compile report can record instead)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 HALF = (torch.float16, torch.bfloat16)
 SUPPORTED = (torch.float16, torch.bfloat16, torch.float32)
+
 MAX_TOKENS = 4096  # largest N per frame: the greedy loop keeps [next_pow2(N)] vectors in registers
+MIN_DOT = 16  # smallest tl.dot side the GPU accepts
+TILE_TOKENS = 64  # token-tile side of the Gram / similarity tiles
+BLOCK_D_GPU = 64  # feature chunk per tl.dot step on the GPU (half inputs: tensor cores)
+BLOCK_D_GPU_FP32 = 16  # float32's IEEE dot runs on the FMA units and holds its chunk in registers:
+# wider chunks spill (64: 255 registers + 296-400 bytes of stack on sm_80; 16: 168, none)
+BLOCK_D_INTERPRETER = 1024  # the interpreter pays per chunk, so it takes wide chunks
+STATS_ROWS = 16  # token_stats: rows per program (memory-bound: many programs, wide loads)
+STATS_BLOCK_D_GPU = 256  # token_stats: feature chunk (16 x 256 bf16 = 8 KB per step)
+# Scratch of one adts_select launch (D' and the column partials of a chunk of frames): frames are
+# processed in chunks of a fixed size, so the scratch never grows with F. 32 MiB stays in the L2
+# of an H100/H200 (50/60 MB), where the greedy loop re-reads its rows.
+SCRATCH_BYTES = 32 << 20
+# adts_select warps: the frame's last program keeps a few [next_pow2(N)] vectors in registers
+# through the greedy loop; at N > 2048 four warps spill (255 registers + 176 bytes of stack)
+ADTS_WARPS, ADTS_WARPS_LARGE, ADTS_LARGE_NP = 4, 8, 4096
+MAX_GRID_Y = 65535  # CUDA limit of grid dimensions 1 and 2
+FLOAT32_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32: the norm clamp
+FLOAT32_BYTES = 4
 
 
 def interpreting() -> bool:
@@ -20,15 +44,20 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def block_d(dim: int) -> int:
-    """Feature-chunk width. The interpreter pays per chunk, so it takes wide chunks."""
-    cap = 1024 if interpreting() else 64
-    return max(16, min(next_pow2(dim), cap))
+def block_d(dim: int, dtype: torch.dtype | None = None, *, gpu_cap: int | None = None) -> int:
+    """Feature-chunk width of the loops over D (``dtype``: the input of a tl.dot, if any)."""
+    if interpreting():
+        cap = BLOCK_D_INTERPRETER
+    elif gpu_cap is not None:
+        cap = gpu_cap
+    else:
+        cap = BLOCK_D_GPU_FP32 if dtype == torch.float32 else BLOCK_D_GPU
+    return max(MIN_DOT, min(next_pow2(dim), cap))
 
 
 def block_tokens(n: int) -> int:
-    """Token-tile width of the Gram / similarity tiles (tl.dot needs at least 16)."""
-    return max(16, min(next_pow2(n), 64))
+    """Token-tile side of the Gram / similarity tiles (tl.dot needs at least MIN_DOT)."""
+    return max(MIN_DOT, min(next_pow2(n), TILE_TOKENS))
 
 
 def half_dot(x: torch.Tensor) -> bool:
@@ -46,6 +75,56 @@ def check_input(name: str, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{name}: expected float16, bfloat16 or float32 x, got {x.dtype}")
     if x.shape[1] > MAX_TOKENS:
         raise ValueError(f"{name}: at most {MAX_TOKENS} tokens per frame, got {x.shape[1]}")
-    if not (x.is_cuda or interpreting()):
-        raise RuntimeError(f"{name}: Triton needs CUDA tensors, or TRITON_INTERPRET=1 on the CPU")
+    rec = _RECORDER.get()
+    if not (x.is_cuda or interpreting() or (rec is not None and rec[1])):
+        raise RuntimeError(f"{name}: Triton needs CUDA tensors, or TRITON_INTERPRET=1 on the CPU "
+                           f"(got a tensor on {x.device})")
     return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def check_rows(name: str, what: str, t: torch.Tensor | None, frames: int, n: int) -> None:
+    """A per-token [F, N] input on the device of x."""
+    if t is not None and tuple(t.shape) != (frames, n):
+        raise ValueError(f"{name}: {what} must be [{frames}, {n}], got {tuple(t.shape)}")
+
+
+def device_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Launch on x's GPU (a tensor on cuda:1 launches on cuda:1, whatever the current device)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as the launcher made it: kernel, grid, arguments, constexprs/options."""
+
+    kernel: Any
+    grid: tuple[int, ...]
+    args: tuple
+    meta: dict
+
+
+_RECORDER: contextvars.ContextVar[tuple[list[Launch], bool] | None] = contextvars.ContextVar(
+    "flashvid_kernels_recorder", default=None)
+
+
+@contextlib.contextmanager
+def recording(dry_run: bool = False):
+    """Collect the launches made inside (a list of ``Launch``). With ``dry_run`` nothing runs and
+    the launchers accept tensors on any device, "meta" included, so the specialisations of any
+    shape can be listed without memory or a GPU (see ``flashvid_kernels.report``)."""
+    launches: list[Launch] = []
+    token = _RECORDER.set((launches, dry_run))
+    try:
+        yield launches
+    finally:
+        _RECORDER.reset(token)
+
+
+def launch(kernel, grid: tuple[int, ...], *args, **meta) -> None:
+    """kernel[grid](*args, **meta), unless a dry-run recording is active."""
+    rec = _RECORDER.get()
+    if rec is not None:
+        rec[0].append(Launch(kernel, tuple(grid), args, dict(meta)))
+        if rec[1]:
+            return
+    kernel[grid](*args, **meta)

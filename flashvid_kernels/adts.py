@@ -1,4 +1,5 @@
-"""ADTS: the fused per-frame cosine-distance Gram and greedy max-min selection."""
+"""ADTS: the calibrated cosine-distance Gram of every frame, spread over tile-pair programs, and
+the greedy max-min selection, run by the last program of each frame in the same launch."""
 
 from __future__ import annotations
 
@@ -6,132 +7,178 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import block_d, block_tokens, check_input, half_dot, next_pow2
+from ._runtime import (
+    ADTS_LARGE_NP,
+    ADTS_WARPS,
+    ADTS_WARPS_LARGE,
+    FLOAT32_BYTES,
+    MAX_GRID_Y,
+    MIN_DOT,
+    SCRATCH_BYTES,
+    block_d,
+    block_tokens,
+    check_input,
+    check_rows,
+    device_guard,
+    half_dot,
+    launch,
+    next_pow2,
+)
+from ._tiles import cosine_tile
 from .stats import token_stats
 
 
 @triton.jit
+def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
+                  EXCLUDE: tl.constexpr, NP: tl.constexpr):
+    """The selection of one frame from its D' rows (p_d, [NP, NP]) and column partials (p_m1,
+    p_m2: [n_t, NP] smallest and second-smallest of each column over each row tile):
+
+        first = argmax_j  second-smallest_i D'(i, j)
+        run_j = D'(first, j)
+        repeat K-1 times:  s_j = run_j  (s_j = fill for picked j when EXCLUDE)
+                           j*  = argmax_j s_j;  run_j = min(run_j, D'(j*, j))
+
+    ties to the lowest index. It counts the picks of each token and writes them sorted ascending
+    to p_out (token n at positions [at_n, at_n + count_n), at = exclusive cumsum of the counts),
+    so no sort is needed. The scratch was written by other programs of this launch: it is read
+    past L1 (.cg).
+    """
+    inf = float("inf")
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    b_m1 = tl.full((NP,), inf, dtype=tl.float32)
+    b_m2 = tl.full((NP,), inf, dtype=tl.float32)
+    for t in range(0, n_t):  # merge the row tiles' (smallest, second-smallest) pairs
+        b_a1 = tl.load(p_m1 + t * NP + o_n, mask=m_n, other=inf, cache_modifier=".cg")
+        b_a2 = tl.load(p_m2 + t * NP + o_n, mask=m_n, other=inf, cache_modifier=".cg")
+        b_m2 = tl.minimum(tl.minimum(b_m2, b_a2), tl.maximum(b_m1, b_a1))
+        b_m1 = tl.minimum(b_m1, b_a1)
+    first = tl.argmax(tl.where(m_n, b_m2, -inf), axis=0)
+    b_run = tl.load(p_d + first * NP + o_n, mask=m_n, other=-inf, cache_modifier=".cg")  # [NP]
+    b_count = (o_n == first).to(tl.int32)  # picks of each token (more than 1: a repeat)
+    for _ in range(1, K):
+        b_score = b_run
+        if EXCLUDE:
+            b_score = tl.where(b_count > 0, fill, b_score)
+        b_score = tl.where(m_n, b_score, -inf)
+        j = tl.argmax(b_score, axis=0)
+        b_row = tl.load(p_d + j * NP + o_n, mask=m_n, other=-inf, cache_modifier=".cg")
+        b_run = tl.minimum(b_run, b_row)
+        b_count += (o_n == j).to(tl.int32)
+    # sorted output without a sort: token n's picks go to positions [at_n, at_n + count_n)
+    b_at = tl.cumsum(b_count, axis=0) - b_count
+    for rep in range(0, tl.max(b_count, axis=0)):
+        tl.store(p_out + b_at + rep, o_n.to(tl.int64), mask=b_count > rep)
+
+
+@triton.jit(do_not_specialize=["f0", "K"])  # any chunk start and k: one compiled kernel
 def _adts_select_kernel(
-    x_ptr, norm_ptr, w_ptr, e_ptr, dist_ptr, out_ptr,
-    N, D, K, stride_xf, stride_xn, fill,
+    x_ptr, norm_ptr, w_ptr, e_ptr, dist_ptr, part_ptr, ticket_ptr, out_ptr,
+    f0, N, D, K, stride_xf, stride_xn, fill,
     HAS_W: tl.constexpr, HAS_E: tl.constexpr, EXCLUDE: tl.constexpr, HALF_DOT: tl.constexpr,
-    NP: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    NP: tl.constexpr, NT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
 ):
-    """Greedy max-min selection of K tokens in one frame f (one program per frame).
+    """Greedy max-min selection of K tokens in every frame of a chunk (frames f0 + slot).
 
     With x^_i = x_i / ||x_i|| (norms given), the calibrated distance is
 
         D'(i, j) = ((1 - <x^_i, x^_j>) * w_j) * e_j                 [w, e optional, fp32]
 
-    (row i = a picked token, column j = a candidate; the Gram is symmetric, D' is not). It is
-    built tile by tile (each tile of the symmetric Gram once) into a scratch [NP, NP] that stays
-    in L2 when it does not fit on chip. Then
+    (row i = a picked token, column j = a candidate; the Gram is symmetric, D' is not; its
+    diagonal is left as computed, not forced to 0: the published duplicate picks depend on it).
 
-        first   = argmax_j  second-smallest_i D'(i, j)
-        run_j   = D'(first, j)
-        repeat K-1 times:  s_j = run_j  (s_j = fill for picked j when EXCLUDE)
-                           j*  = argmax_j s_j;  run_j = min(run_j, D'(j*, j))
-
-    with ties to the lowest index, and writes the K picks sorted ascending. HALF_DOT feeds raw
-    half-precision tiles to the tensor cores and divides the dot products by the norms after.
+    Work split. Grid = (tile pairs, frames of the chunk). With n_t = ceil(N / BT) token tiles,
+    program (p, s) takes the p-th pair r <= c of the upper triangle (row-major), computes the
+    [BT, BT] Gram tile of tiles r and c once (``cosine_tile``), and writes to the frame's scratch
+    slot s both D' blocks (r, c) and (c, r), and for each block the smallest and second-smallest
+    value of every column over the block's rows (the column partials of row tile r, resp. c).
+    It then takes a ticket: an acq_rel atomic increment of the slot's counter, after a barrier
+    so that every thread's stores come first. The program that draws the last ticket
+    (n_t (n_t + 1) / 2 - 1) sees every other program's stores, resets the counter for the next
+    chunk and runs ``_greedy_picks``: the first pick from the merged partials, then K-1 steps on
+    the running minimum, reading D' rows from the scratch (L2). No program ever waits.
     """
-    i_f = tl.program_id(0).to(tl.int64)
-    p_x = x_ptr + i_f * stride_xf
-    p_dist = dist_ptr + i_f * NP * NP
-    o_t = tl.arange(0, BT)
-    o_d = tl.arange(0, BD)
+    i_p = tl.program_id(0)
+    i_s = tl.program_id(1).to(tl.int64)
+    i_f = f0 + i_s
+    n_t = tl.cdiv(N, BT)
+    r = i_p * 0  # row tile r and column tile c >= r of pair i_p
+    rem = i_p
+    while rem >= n_t - r:
+        rem -= n_t - r
+        r += 1
+    c = r + rem
     inf = float("inf")
+    o_t = tl.arange(0, BT)
+    o_r = r * BT + o_t
+    m_r = o_r < N
+    o_c = c * BT + o_t
+    m_c = o_c < N
+    b_nr = tl.load(norm_ptr + i_f * N + o_r, mask=m_r, other=1.0)
+    b_nc = tl.load(norm_ptr + i_f * N + o_c, mask=m_c, other=1.0)
+    p_x = x_ptr + i_f * stride_xf
+    b_cd = 1.0 - cosine_tile(p_x, p_x, o_r, o_c, m_r, m_c, b_nr, b_nc, D, stride_xn,
+                             HALF_DOT, BT, BT, BD)  # [BT (i in r), BT (j in c)]
+    b_rc = b_cd  # D'(i, j) = cd(i, j) w_j e_j
+    b_cr = b_cd  # D'(j, i) = cd(i, j) w_i e_i, still indexed [i, j]
+    if HAS_W:
+        b_rc = b_rc * tl.load(w_ptr + i_f * N + o_c, mask=m_c, other=0.0)[None, :]
+        b_cr = b_cr * tl.load(w_ptr + i_f * N + o_r, mask=m_r, other=0.0)[:, None]
+    if HAS_E:
+        b_rc = b_rc * tl.load(e_ptr + i_f * N + o_c, mask=m_c, other=0.0)[None, :]
+        b_cr = b_cr * tl.load(e_ptr + i_f * N + o_r, mask=m_r, other=0.0)[:, None]
+    mirror = r != c  # a diagonal tile holds both blocks already
+    m_rc = m_r[:, None] & m_c[None, :]
+    m_cr = tl.where(mirror, m_rc, False)  # (not `m_rc & mirror`: the interpreter rejects it)
+    p_d = dist_ptr + i_s * NP * NP
+    tl.store(p_d + o_r[:, None] * NP + o_c[None, :], b_rc, mask=m_rc)
+    tl.store(p_d + o_c[None, :] * NP + o_r[:, None], b_cr, mask=m_cr)
 
-    # 1. D' tiles: for r <= c compute the Gram tile once and write D'[r, c] and D'[c, r]
-    for r0 in range(0, N, BT):
-        o_r = r0 + o_t
-        m_r = o_r < N
-        b_nr = tl.load(norm_ptr + i_f * N + o_r, mask=m_r, other=1.0)
-        for c0 in range(r0, N, BT):
-            o_c = c0 + o_t
-            m_c = o_c < N
-            b_nc = tl.load(norm_ptr + i_f * N + o_c, mask=m_c, other=1.0)
-            b_g = tl.zeros((BT, BT), dtype=tl.float32)
-            for d0 in range(0, D, BD):
-                m_d = (d0 + o_d) < D
-                b_a = tl.load(p_x + o_r[:, None].to(tl.int64) * stride_xn + (d0 + o_d)[None, :],
-                              mask=m_r[:, None] & m_d[None, :], other=0.0)  # [BT, BD]
-                b_b = tl.load(p_x + o_c[:, None].to(tl.int64) * stride_xn + (d0 + o_d)[None, :],
-                              mask=m_c[:, None] & m_d[None, :], other=0.0)  # [BT, BD]
-                if HALF_DOT:
-                    b_g += tl.dot(b_a, tl.trans(b_b))
-                else:
-                    b_a = b_a.to(tl.float32) / b_nr[:, None]
-                    b_b = b_b.to(tl.float32) / b_nc[:, None]
-                    b_g += tl.dot(b_a, tl.trans(b_b), input_precision="ieee")
-            if HALF_DOT:
-                b_g = b_g / b_nr[:, None] / b_nc[None, :]
-            b_cd = 1.0 - b_g  # [BT(r), BT(c)] cosine distance
-            b_rc = b_cd
-            b_cr = tl.trans(b_cd)
-            if HAS_W:
-                b_rc = b_rc * tl.load(w_ptr + i_f * N + o_c, mask=m_c, other=0.0)[None, :]
-                b_cr = b_cr * tl.load(w_ptr + i_f * N + o_r, mask=m_r, other=0.0)[None, :]
-            if HAS_E:
-                b_rc = b_rc * tl.load(e_ptr + i_f * N + o_c, mask=m_c, other=0.0)[None, :]
-                b_cr = b_cr * tl.load(e_ptr + i_f * N + o_r, mask=m_r, other=0.0)[None, :]
-            tl.store(p_dist + o_r[:, None] * NP + o_c[None, :], b_rc,
-                     mask=m_r[:, None] & m_c[None, :])
-            if c0 != r0:
-                tl.store(p_dist + o_c[:, None] * NP + o_r[None, :], b_cr,
-                         mask=m_c[:, None] & m_r[None, :])
-    tl.debug_barrier()
+    # column partials: block (r, c) gives columns j over rows i; block (c, r) columns i over j
+    p_m1 = part_ptr + i_s * (2 * NT * NP)
+    p_m2 = p_m1 + NT * NP
+    b_v = tl.where(m_r[:, None], b_rc, inf)
+    b_lo = tl.min(b_v, axis=0)
+    b_at = tl.argmin(b_v, axis=0)
+    b_lo2 = tl.min(tl.where(o_t[:, None] == b_at[None, :], inf, b_v), axis=0)
+    tl.store(p_m1 + r * NP + o_c, b_lo, mask=m_c)
+    tl.store(p_m2 + r * NP + o_c, b_lo2, mask=m_c)
+    b_v = tl.where(m_c[None, :], b_cr, inf)
+    b_lo = tl.min(b_v, axis=1)
+    b_at = tl.argmin(b_v, axis=1)
+    b_lo2 = tl.min(tl.where(o_t[None, :] == b_at[:, None], inf, b_v), axis=1)
+    m_r = tl.where(mirror, m_r, False)
+    tl.store(p_m1 + c * NP + o_r, b_lo, mask=m_r)
+    tl.store(p_m2 + c * NP + o_r, b_lo2, mask=m_r)
 
-    # 2. first pick: the column whose second-smallest value is largest
-    best_v = -inf
-    best_i = 0
-    for c0 in range(0, N, BT):
-        o_c = c0 + o_t
-        m_c = o_c < N
-        b_m1 = tl.full((BT,), inf, dtype=tl.float32)
-        b_m2 = tl.full((BT,), inf, dtype=tl.float32)
-        for r0 in range(0, N, BT):
-            o_r = r0 + o_t
-            m_r = o_r < N
-            b_tile = tl.load(p_dist + o_r[:, None] * NP + o_c[None, :],
-                             mask=m_r[:, None] & m_c[None, :], other=inf)  # [BT, BT]
-            b_lo = tl.min(b_tile, axis=0)
-            b_at = tl.argmin(b_tile, axis=0)
-            b_lo2 = tl.min(tl.where(o_t[:, None] == b_at[None, :], inf, b_tile), axis=0)
-            b_m2 = tl.minimum(tl.minimum(b_m2, b_lo2), tl.maximum(b_m1, b_lo))
-            b_m1 = tl.minimum(b_m1, b_lo)
-        b_cand = tl.where(m_c, b_m2, -inf)
-        v = tl.max(b_cand, axis=0)
-        i = tl.argmax(b_cand, axis=0)
-        best_i = tl.where(v > best_v, c0 + i, best_i)
-        best_v = tl.maximum(best_v, v)
+    tl.debug_barrier()  # all of this program's stores before its ticket (release)
+    ticket = tl.atomic_add(ticket_ptr + i_s, 1, sem="acq_rel")
+    if ticket == n_t * (n_t + 1) // 2 - 1:
+        tl.store(ticket_ptr + i_s, 0)
+        _greedy_picks(p_d, p_m1, p_m2, out_ptr + i_f * K, N, K, fill, n_t, EXCLUDE, NP)
 
-    # 3. greedy max-min steps on the running minimum
-    o_n = tl.arange(0, NP)
-    m_n = o_n < N
-    b_run = tl.load(p_dist + best_i * NP + o_n, mask=m_n, other=-inf)  # [NP]
-    b_chosen = o_n == best_i
-    o_k = tl.arange(0, KP)
-    b_picks = tl.where(o_k == 0, best_i, NP)  # NP pads past every index for the sort
-    for step in range(1, K):
-        b_score = b_run
-        if EXCLUDE:
-            b_score = tl.where(b_chosen, fill, b_score)
-        b_score = tl.where(m_n, b_score, -inf)
-        j = tl.argmax(b_score, axis=0)
-        b_row = tl.load(p_dist + j * NP + o_n, mask=m_n, other=-inf)
-        b_run = tl.minimum(b_run, b_row)
-        b_chosen = b_chosen | (o_n == j)
-        b_picks = tl.where(o_k == step, j, b_picks)
-    b_picks = tl.sort(b_picks)
-    tl.store(out_ptr + i_f * K + o_k, b_picks.to(tl.int64), mask=o_k < K)
+
+def adts_plan(n: int) -> tuple[int, int, int]:
+    """(NP, NT, BT) for frames of n tokens: padded side, token tiles per side, tile side."""
+    np_ = max(MIN_DOT, next_pow2(n))
+    bt = block_tokens(n)
+    return np_, np_ // bt, bt
+
+
+def adts_chunk(frames: int, n: int) -> int:
+    """Frames per launch: as many as fit in SCRATCH_BYTES of D' and partials (at least one)."""
+    np_, nt, _ = adts_plan(n)
+    slot = FLOAT32_BYTES * (np_ * np_ + 2 * nt * np_)  # D' [NP, NP], partials [2, NT, NP]
+    return max(1, min(frames, SCRATCH_BYTES // slot, MAX_GRID_Y))
 
 
 def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
                 exclude_selected: bool = False, *, fill: float = -1.0,
-                event: torch.Tensor | None = None, norms: torch.Tensor | None = None,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """[F, k] int64 sorted local indices picked in each frame by the greedy max-min selection.
+                event: torch.Tensor | None = None, norms: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """[F, k] int64 local indices picked in each frame by the greedy max-min selection, sorted
+    ascending per frame (a token may appear more than once when not excluding).
 
     Args:
         x: [F, N, D] float16/bfloat16/float32 tokens of any number of frames (from any number of
@@ -141,31 +188,38 @@ def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
         exclude_selected: score picked tokens ``fill`` (-1 as published for attn_div/div;
             -inf to forbid repeats for any weights); False lets a token be picked again.
         event: [F, N] second column factor e_j (event relevance), applied after ``weights``.
-        norms: [F, N] fp32 token norms if already computed (see ``token_stats``).
-        out: optional [F, k] int64 buffer to write into.
+        norms: [F, N] float32 token norms if already computed (see ``token_stats``).
+
+    One launch per chunk of frames (``adts_chunk``: the scratch is at most SCRATCH_BYTES
+    whatever F), each with one program per (token-tile pair, frame); no host synchronisation.
     """
     x = check_input("adts_select", x)
     frames, n, dim = x.shape
     if not 1 <= k <= n:
         raise ValueError(f"adts_select: k must be in [1, {n}] (tokens per frame), got {k}")
-    for name, t in (("weights", weights), ("event", event), ("norms", norms)):
-        if t is not None and tuple(t.shape) != (frames, n):
-            raise ValueError(f"adts_select: {name} must be [{frames}, {n}], got {tuple(t.shape)}")
+    for what, t in (("weights", weights), ("event", event), ("norms", norms)):
+        check_rows("adts_select", what, t, frames, n)
     if norms is None:
         norms, _ = token_stats(x)
-    w = weights.float().contiguous() if weights is not None else norms
+    out = torch.empty(frames, k, dtype=torch.int64, device=x.device)
+    if frames == 0:
+        return out
+    norms = norms.float().contiguous()
+    w = weights.float().contiguous() if weights is not None else norms  # norms: unused pointer
     e = event.float().contiguous() if event is not None else norms
-    np_ = max(16, next_pow2(n))
-    dist = torch.empty(frames, np_, np_, dtype=torch.float32, device=x.device)
-    if out is None:
-        out = torch.empty(frames, k, dtype=torch.int64, device=x.device)
-    elif out.shape != (frames, k) or out.dtype != torch.int64 or not out.is_contiguous():
-        raise ValueError(f"adts_select: out must be a contiguous int64 [{frames}, {k}] tensor")
-    _adts_select_kernel[(frames,)](
-        x, norms.contiguous(), w, e, dist, out,
-        n, dim, k, x.stride(0), x.stride(1), float(fill),
-        HAS_W=weights is not None, HAS_E=event is not None, EXCLUDE=bool(exclude_selected),
-        HALF_DOT=half_dot(x), NP=np_, KP=max(16, next_pow2(k)), BT=block_tokens(n),
-        BD=block_d(dim),
-    )
+    np_, nt, bt = adts_plan(n)
+    chunk = adts_chunk(frames, n)
+    n_t = -(-n // bt)
+    with device_guard(x):
+        dist = torch.empty(chunk, np_, np_, dtype=torch.float32, device=x.device)
+        part = torch.empty(chunk, 2, nt, np_, dtype=torch.float32, device=x.device)
+        tickets = torch.zeros(chunk, dtype=torch.int32, device=x.device)
+        for f0 in range(0, frames, chunk):
+            launch(_adts_select_kernel, (n_t * (n_t + 1) // 2, min(chunk, frames - f0)),
+                   x, norms, w, e, dist, part, tickets, out,
+                   f0, n, dim, k, x.stride(0), x.stride(1), float(fill),
+                   HAS_W=weights is not None, HAS_E=event is not None,
+                   EXCLUDE=bool(exclude_selected), HALF_DOT=half_dot(x),
+                   NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
+                   num_warps=ADTS_WARPS_LARGE if np_ >= ADTS_LARGE_NP else ADTS_WARPS)
     return out

@@ -6,7 +6,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import block_d, block_tokens, check_input
+from ._runtime import (
+    FLOAT32_TINY,
+    STATS_BLOCK_D_GPU,
+    STATS_ROWS,
+    block_d,
+    check_input,
+    device_guard,
+    launch,
+)
+
+NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 
 
 @triton.jit
@@ -15,9 +25,9 @@ def _token_stats_kernel(
     N, D, stride_xf, stride_xn,
     HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
 ):
-    """One pass over the tokens of a block of rows of one frame f:
+    """One pass over the tokens of a block of BN rows of one frame f (grid: frames x row blocks):
 
-        norm[f, n]  = max(sqrt(sum_d x[f, n, d]^2), tiny)
+        norm[f, n]  = max(sqrt(sum_d x[f, n, d]^2), NORM_FLOOR)
         event[f, n] = sum_d x[f, n, d] * mu[f, d]          (when HAS_MU)
 
     in fp32, whatever the input dtype (cast right after the load).
@@ -38,37 +48,36 @@ def _token_stats_kernel(
         if HAS_MU:
             b_mu = tl.load(mu_ptr + i_f * D + d0 + o_d, mask=m_d, other=0.0).to(tl.float32)
             b_e += tl.sum(b_x * b_mu[None, :], axis=1)
-    b_norm = tl.maximum(tl.sqrt(b_ss), 1.1754943508222875e-38)
+    b_norm = tl.maximum(tl.sqrt(b_ss), NORM_FLOOR)
     tl.store(norm_ptr + i_f * N + o_n, b_norm, mask=m_n)
     if HAS_MU:
         tl.store(event_ptr + i_f * N + o_n, b_e, mask=m_n)
 
 
-def token_stats(x: torch.Tensor, event_mean: torch.Tensor | None = None, *,
-                out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Norms [F, N] fp32 and, given ``event_mean`` [F, D], event relevance <x, mu_f> [F, N] fp32.
+def token_stats(x: torch.Tensor, event_mean: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Norms [F, N] fp32 and, given ``event_mean`` [F, D], event relevance <x, mu_f> [F, N] fp32
+    (None without it), in one launch.
 
-    x: [F, N, D] float16/bfloat16/float32 (CUDA, or CPU under TRITON_INTERPRET=1). ``out``: an
-    optional contiguous fp32 [F, N] buffer for the norms.
+    x: [F, N, D] float16/bfloat16/float32 (CUDA, or CPU under TRITON_INTERPRET=1). Norms are
+    clamped below at the smallest normal float32, so that dividing by them is always finite.
     """
     x = check_input("token_stats", x)
     frames, n, dim = x.shape
-    norms = out if out is not None else torch.empty(frames, n, dtype=torch.float32,
-                                                    device=x.device)
-    if norms.shape != (frames, n) or norms.dtype != torch.float32 or not norms.is_contiguous():
-        raise ValueError(f"token_stats: out must be a contiguous float32 [{frames}, {n}] tensor")
-    event = None
-    mu = norms  # placeholder pointer when there is no event term
+    norms = torch.empty(frames, n, dtype=torch.float32, device=x.device)
+    event = mu = None
     if event_mean is not None:
         if tuple(event_mean.shape) != (frames, dim):
             raise ValueError(f"token_stats: event_mean must be [{frames}, {dim}], got "
                              f"{tuple(event_mean.shape)}")
         mu = event_mean.to(device=x.device, dtype=torch.float32).contiguous()
         event = torch.empty(frames, n, dtype=torch.float32, device=x.device)
-    bn = block_tokens(n)
-    _token_stats_kernel[(frames, triton.cdiv(n, bn))](
-        x, mu, norms, event if event is not None else norms,
-        n, dim, x.stride(0), x.stride(1),
-        HAS_MU=event_mean is not None, BN=bn, BD=block_d(dim),
-    )
+    if frames == 0 or n == 0:
+        return norms, event
+    with device_guard(x):
+        launch(_token_stats_kernel, (frames, triton.cdiv(n, STATS_ROWS)),
+               x, norms if mu is None else mu, norms, norms if event is None else event,
+               n, dim, x.stride(0), x.stride(1),
+               HAS_MU=mu is not None, BN=STATS_ROWS,
+               BD=block_d(dim, gpu_cap=STATS_BLOCK_D_GPU))
     return norms, event
