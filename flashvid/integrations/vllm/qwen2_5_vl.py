@@ -1,9 +1,17 @@
 """FlashVID version of vLLM's ``Qwen2_5_VLForConditionalGeneration`` (registered in its place).
 
 Processor: each video's placeholder run is ``output_length(t, h*w/4)`` ``<|video_pad|>`` tokens.
-Model: exact-count FlashVID per video; row i carries its representative's M-RoPE position
-(t·tokens_per_second·second_per_grid, h, w) and the video's merged width, the four extra
-columns vLLM's pruning path expects (``recompute_mrope_positions`` strips them).
+Model: exact-count FlashVID per video; row i carries four extra columns, which vLLM's pruning
+path strips (``recompute_mrope_positions``): its representative's M-RoPE position
+(t·tokens_per_second·second_per_grid, h, w) and the position advance of the whole video
+(largest position of the uncompressed grid + 1), so that the text after the video keeps the
+positions it has without compression. (vLLM's EVS puts the merged grid width there, which
+moves the following text to other positions than the uncompressed prompt's.)
+
+``get_mrope_input_positions`` (the positions vLLM computes from the prompt before the encoder
+runs) is vLLM's, except that with pruning on each video's run is laid out with its real length:
+vLLM 0.32 assumes t·h·w tokens per video there and fails on prompts with several pruned videos
+(``all elements of broadcast shape must be non-negative``), EVS included.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
@@ -86,6 +95,39 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
         for emb, result, size, second in zip(video_embeds_split, results, grids, seconds):
             positions = compute_mrope_for_media(size, merge, tokens_per_second=per_second,
                                                 video_second_per_grid=second.item())  # [T*N, 4]
-            kept = positions[result.indices.cpu()].to(device=emb.device, dtype=emb.dtype)
+            kept = positions[result.indices.cpu()]
+            kept[:, 3] = positions[:, :3].max() + 1  # advance of the uncompressed video
+            kept = kept.to(device=emb.device, dtype=emb.dtype)
             out.append(torch.cat([result.tokens.to(emb.dtype), kept], dim=1))
         return tuple(out)
+
+    def get_mrope_input_positions(self, input_tokens: list[int],
+                                  mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        """vLLM's prompt positions, with each media run at its real (pruned) length.
+
+        Video runs get placeholder values there (the first ``length`` grid positions); the
+        pruning path replaces them (and re-places the following text) with the positions the
+        hook returns, once the video is encoded.
+        """
+        if not self.is_multimodal_pruning_enabled:
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        features = sorted(mm_features, key=lambda f: f.mm_position.offset)
+        chunks, start, next_position = [], 0, 0
+        for feature, (offset, t, h, w, t_factor) in zip(features,
+                                                         self.iter_mm_grid_thw(mm_features)):
+            text = offset - start
+            chunks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+            next_position += text
+            grid = np.indices((t, h, w))
+            if t_factor != 1.0:
+                grid[0] = (grid[0] * t_factor).astype(np.int64)
+            grid = grid.reshape(3, -1) + next_position
+            length = int(feature.mm_position.length)
+            chunks.append(grid[:, :length])
+            next_position = int(grid.max()) + 1
+            start = offset + length
+        text = len(input_tokens) - start
+        chunks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+        positions = np.concatenate(chunks, axis=1)
+        delta = int(positions.max()) + 1 - len(input_tokens)
+        return torch.from_numpy(positions), delta

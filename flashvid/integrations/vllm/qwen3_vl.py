@@ -30,7 +30,6 @@ from vllm.model_executor.models.qwen3_vl import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.video_prune.evs import compute_retained_tokens_count
-from vllm.multimodal.video_prune.vidcom2 import vidcom2_compute_retained_tokens_count
 
 from . import settings as _settings
 from .model import FlashVIDModelMixin, config_of
@@ -65,17 +64,19 @@ class FlashVIDQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
     """Announces FlashVID's exact count for every video while FlashVID is on."""
 
     def _flashvid_counts(self, grid_thw: Any) -> tuple[list[int], list[int]]:
-        """(FlashVID count, vLLM's stock pruned count) per video of ``grid_thw`` [V, 3]."""
+        """(FlashVID count, the count vLLM's own code put in) per video of ``grid_thw`` [V, 3].
+
+        With FlashVID on, the config hook sets vLLM's pruning method to "evs" with a nominal
+        rate, so the stock processor writes EVS's count, which is then swapped for FlashVID's.
+        """
         config = config_of(self.info.ctx.get_mm_config())
-        method, rate = self.info.ctx.get_mm_config().get_video_pruning_spec()
-        stock = (vidcom2_compute_retained_tokens_count if method == "vidcom2"
-                 else compute_retained_tokens_count)
+        _, rate = self.info.ctx.get_mm_config().get_video_pruning_spec()
         merge = self.info.get_hf_config().vision_config.spatial_merge_size
         ours, theirs = [], []
         for t, h, w in (tuple(int(v) for v in row) for row in grid_thw):
             n = (h // merge) * (w // merge)
             ours.append(_settings.output_length(config, t, n))
-            theirs.append(stock(tokens_per_frame=n, num_frames=t, q=rate))
+            theirs.append(compute_retained_tokens_count(tokens_per_frame=n, num_frames=t, q=rate))
         return ours, theirs
 
     def _apply_hf_processor_main(self, mm_items: Any, hf_kwargs: Mapping[str, object]) -> Any:
