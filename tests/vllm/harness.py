@@ -1,16 +1,13 @@
 """Engines, videos, prompts and probes for the vLLM plugin tests (vLLM's CPU build, in-process).
 
 Engines run in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, executor "uni"), so
-``llm.apply_model`` hands the test the live model: :func:`randomize` gives it seeded weights of a
-useful scale (``load_format="dummy"`` fills every weight with the same tiny uniform pattern, which
-makes the LLM's output almost independent of its input), and :class:`Probe` records what the
-FlashVID hook received and returned and the positions the LLM was given.
+``llm.apply_model`` hands the test the live model: :class:`Probe` records what the FlashVID hook
+received and returned and the positions the LLM was given.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +18,7 @@ import torch
 
 import tiny_models
 
-ENGINE_ARGS = dict(load_format="dummy", max_model_len=4096, max_num_batched_tokens=4096,
+ENGINE_ARGS = dict(max_model_len=4096, max_num_batched_tokens=4096,
                    max_num_seqs=4, enforce_eager=True, dtype="float32",
                    enable_prefix_caching=False,
                    limit_mm_per_prompt={"image": 0, "video": 3}, mm_processor_cache_gb=0,
@@ -47,22 +44,6 @@ def prompt(videos: list[tuple], text: str = "Describe") -> dict[str, Any]:
     body = "".join(f"v{i}:<|vision_start|><|video_pad|><|vision_end|>"
                    for i in range(len(videos)))
     return {"prompt": f"{text} {body} end", "multi_modal_data": {"video": list(videos)}}
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Seeded weights, the same for every engine of a family: N(0, 1/fan_in) matrices,
-    N(0, 0.02) biases, unit norm weights."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
-        if param.dim() == 1 and "norm" in name:
-            value = torch.ones(param.shape)
-        elif param.dim() == 1:
-            value = torch.randn(param.shape, generator=gen) * 0.02
-        else:
-            fan_in = param[0].numel()
-            value = torch.randn(param.shape, generator=gen) / math.sqrt(fan_in)
-        param.copy_(value.to(param.dtype))
 
 
 @dataclass
@@ -126,7 +107,7 @@ def install_probe(model: torch.nn.Module) -> Probe:
 
 
 class Engine:
-    """One vLLM engine (LLM) on a tiny random checkpoint, with seeded weights and a probe."""
+    """One vLLM engine (LLM) on a tiny random checkpoint, with a probe."""
 
     def __init__(self, family: str, checkpoint: Path, **engine_args: Any) -> None:
         from vllm import LLM
@@ -134,7 +115,6 @@ class Engine:
         self.family = family
         args = dict(ENGINE_ARGS, **engine_args)
         self.llm = LLM(model=str(checkpoint), **args)
-        self.llm.apply_model(lambda model: randomize(model))
         self.probe = self.llm.apply_model(install_probe)[0]
 
     def generate(self, requests: list[dict[str, Any]], max_tokens: int = 3,

@@ -1,9 +1,11 @@
 """Tiny random-weight Qwen2.5-VL and Qwen3-VL checkpoints for vLLM, built on the spot.
 
 ``build(family, directory)`` writes config.json, a byte-level tokenizer with Qwen's special
-tokens, and the image/video processor configs (about 50 KB, no weights): vLLM loads it with
-``load_format="dummy"``, which fills every weight with seeded random values. Nothing is
-downloaded. The vision grid is small on purpose: a 2-frame temporal patch of a 56 x 84 frame
+tokens, the image/video processor configs and seeded random weights (transformers' own
+initialisation, saved as safetensors, about 1 MB). Nothing is downloaded. (vLLM's
+``load_format="dummy"`` would do without the weights file, but it fills every weight with the
+same tiny uniform pattern, which makes the model's output independent of the video, and on the
+CPU the linear layers pack their weights at load time, so they cannot be re-randomised later.) The vision grid is small on purpose: a 2-frame temporal patch of a 56 x 84 frame
 (Qwen2.5-VL, patch 14) or 64 x 96 (Qwen3-VL, patch 16) is 4 x 6 patches, 2 x 3 = 6 merged tokens.
 """
 
@@ -112,7 +114,22 @@ def build(family: str, directory: str | Path) -> Path:
         processor = Qwen3VLProcessor(image_processor=image, tokenizer=tokenizer,
                                      video_processor=video)
     processor.save_pretrained(out)
+    _save_random_weights(family, out)
     return out
+
+
+def _save_random_weights(family: str, out: Path, seed: int = 0) -> None:
+    import torch
+    from transformers import AutoConfig
+
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration as model_cls
+    else:
+        from transformers import Qwen3VLForConditionalGeneration as model_cls
+    config = AutoConfig.from_pretrained(out)
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    model.save_pretrained(out, safe_serialization=True)
 
 
 def frame_size(family: str, rows: int, cols: int) -> tuple[int, int]:

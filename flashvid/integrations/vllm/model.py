@@ -17,6 +17,7 @@ the model is stock vLLM, EVS and VidCom2 included.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +61,7 @@ class FlashVIDModelMixin:
                 "run where the engine configuration was made; make sure the `flashvid` vLLM "
                 "plugin is loaded there (it is, unless VLLM_PLUGINS excludes it)")
         self._flashvid_scores: list[torch.Tensor] | None = None
+        self._flashvid_spans: OrderedDict[tuple[int, ...], list[tuple[int, int]]] = OrderedDict()
         if self.flashvid_config is not None:
             logger.info("FlashVID on: %s", settings_of(mm_config))
 
@@ -129,3 +131,88 @@ class FlashVIDModelMixin:
             x = emb if dim is None else emb[:, :dim]
             out.append(x.reshape(int(t), (int(h) // merge) * (int(w) // merge), x.shape[-1]))
         return out
+
+    # ------------------------------------------------------------------ positions
+    SPAN_MEMORY = 4096  # prompts whose media spans are remembered (the most recent ones)
+
+    def _flashvid_prompt_positions(self, input_tokens: Sequence[int],
+                                   mm_features: Any) -> tuple[torch.Tensor, int]:
+        """The prompt's positions before any media is encoded, with pruning on: 0, 1, 2, ...
+        (delta 0), one per prompt token; records the media spans.
+
+        Only the text before the first media span keeps these values: the positions of every
+        span, and of the text after it, come from the encoded media, in
+        :meth:`_flashvid_recompute_positions` (vLLM's runner calls it before the LLM sees any
+        token of the span). vLLM 0.32's versions assume unpruned media lengths and give
+        positions that do not fit a prompt with several pruned videos (Qwen2.5-VL) or with a
+        video shorter than one frame (Qwen3-VL).
+        """
+        self._flashvid_remember_spans(input_tokens, mm_features)
+        count = len(input_tokens)
+        return torch.arange(count).view(1, -1).expand(3, -1).clone(), 0
+
+    def _flashvid_remember_spans(self, input_tokens: Sequence[int], mm_features: Any) -> None:
+        """Keep the prompt's media spans (offset, length), sorted, for
+        :meth:`_flashvid_recompute_positions` (called by vLLM's runner with the prompt only)."""
+        if any(getattr(f, "identifier", None) == "DUMMY" for f in mm_features):
+            return  # vLLM's own helper call on a synthetic prompt
+        spans = sorted((int(f.mm_position.offset), int(f.mm_position.length))
+                       for f in mm_features)
+        key = tuple(input_tokens)
+        self._flashvid_spans[key] = spans
+        self._flashvid_spans.move_to_end(key)
+        while len(self._flashvid_spans) > self.SPAN_MEMORY:
+            self._flashvid_spans.popitem(last=False)
+
+    def _flashvid_recompute_positions(self, input_ids: Any, multimodal_embeddings: Any,
+                                      mrope_positions: torch.Tensor, num_computed_tokens: int,
+                                      channels: int) -> tuple[list, torch.Tensor, int] | None:
+        """vLLM's ``recompute_mrope_positions`` for pruned media, placed by span.
+
+        vLLM 0.32's version (``evs.recompute_mrope_positions``) finds each media item by
+        searching ``<|vision_start|>`` tokens from ``num_computed_tokens``, which it advances by
+        the item's length instead of to the item's end: from the second media of a prompt on,
+        rows and positions land on the first one (EVS too), and Qwen3-VL's outer marker throws
+        it off (bug 2). Here each item is placed at its prompt span (recorded by
+        ``get_mrope_input_positions``): the first item of the step continues the span that
+        contains ``num_computed_tokens`` (chunked prefill) or starts the next one; the others
+        start theirs. Positions inside a span are the item's own (relative to the span) plus
+        the position after the token before the span; once a span is complete, the text after
+        it restarts after the span's advance (Qwen2.5-VL: the 4th column; Qwen3-VL: the largest
+        position in the span + 1), as vLLM does.
+
+        Returns None when the prompt's spans are unknown (then vLLM's own version runs).
+        """
+        ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+        spans = self._flashvid_spans.get(tuple(ids))
+        positions = mrope_positions.clone()
+        embeds = [m[:, :-channels] for m in multimodal_embeddings]
+        if spans is None:
+            return None
+        if not multimodal_embeddings:
+            return embeds, positions, int(positions.max()) + 1 - len(ids)
+        device = positions.device
+        pending = [i for i, (off, length) in enumerate(spans) if off + length > num_computed_tokens]
+        if len(pending) < len(multimodal_embeddings):
+            return None
+        first = pending[0]
+        media = torch.zeros(len(ids), dtype=torch.bool)
+        for off, length in spans:
+            media[off:off + length] = True
+        media = media.to(device)
+        for i, item in enumerate(multimodal_embeddings):
+            off, length = spans[first + i]
+            start = max(num_computed_tokens, off) if i == 0 else off
+            rel = item[:, -channels:-channels + 3].permute(1, 0).long().to(device)  # [3, n]
+            base = positions[-1, off - 1] + 1 if off > 0 else 0
+            positions[:, start:start + rel.shape[1]] = rel + base
+            if start - off + rel.shape[1] < length:
+                continue  # the span goes on in the next step
+            end = off + length
+            if channels == 4:
+                after = base + item[0, -1].long().to(device)
+            else:
+                after = positions[:, off:end].max() + 1
+            text = torch.cumsum((~media[end:]).long(), dim=0)
+            positions[:, end:] = text + after - 1
+        return embeds, positions, int(positions.max()) + 1 - len(ids)

@@ -8,10 +8,16 @@ path strips (``recompute_mrope_positions``): its representative's M-RoPE positio
 positions it has without compression. (vLLM's EVS puts the merged grid width there, which
 moves the following text to other positions than the uncompressed prompt's.)
 
-``get_mrope_input_positions`` (the positions vLLM computes from the prompt before the encoder
-runs) is vLLM's, except that with pruning on each video's run is laid out with its real length:
-vLLM 0.32 assumes t·h·w tokens per video there and fails on prompts with several pruned videos
-(``all elements of broadcast shape must be non-negative``), EVS included.
+With any pruning on (FlashVID or vLLM's EVS), two of vLLM 0.32's position steps are replaced
+(workarounds for bugs that break prompts with several videos, EVS included; see
+:mod:`.workarounds`):
+
+* ``get_mrope_input_positions`` (positions from the prompt, before the encoder runs): vLLM's
+  assumes t·h·w tokens per video and fails on prompts with several pruned videos (``all
+  elements of broadcast shape must be non-negative``); see
+  ``FlashVIDModelMixin._flashvid_prompt_positions``;
+* ``recompute_mrope_positions`` places each video's rows at its own span
+  (``FlashVIDModelMixin._flashvid_recompute_positions``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
@@ -103,31 +108,18 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
 
     def get_mrope_input_positions(self, input_tokens: list[int],
                                   mm_features: list[Any]) -> tuple[torch.Tensor, int]:
-        """vLLM's prompt positions, with each media run at its real (pruned) length.
-
-        Video runs get placeholder values there (the first ``length`` grid positions); the
-        pruning path replaces them (and re-places the following text) with the positions the
-        hook returns, once the video is encoded.
-        """
         if not self.is_multimodal_pruning_enabled:
             return super().get_mrope_input_positions(input_tokens, mm_features)
-        features = sorted(mm_features, key=lambda f: f.mm_position.offset)
-        chunks, start, next_position = [], 0, 0
-        for feature, (offset, t, h, w, t_factor) in zip(features,
-                                                         self.iter_mm_grid_thw(mm_features)):
-            text = offset - start
-            chunks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
-            next_position += text
-            grid = np.indices((t, h, w))
-            if t_factor != 1.0:
-                grid[0] = (grid[0] * t_factor).astype(np.int64)
-            grid = grid.reshape(3, -1) + next_position
-            length = int(feature.mm_position.length)
-            chunks.append(grid[:, :length])
-            next_position = int(grid.max()) + 1
-            start = offset + length
-        text = len(input_tokens) - start
-        chunks.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
-        positions = np.concatenate(chunks, axis=1)
-        delta = int(positions.max()) + 1 - len(input_tokens)
-        return torch.from_numpy(positions), delta
+        return self._flashvid_prompt_positions(input_tokens, mm_features)
+
+    def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
+                                  mrope_positions: torch.Tensor,
+                                  num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
+        """Rows and positions of pruned media placed by prompt span (see
+        ``FlashVIDModelMixin._flashvid_recompute_positions``)."""
+        placed = self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
+                                                    mrope_positions, num_computed_tokens, 4)
+        if placed is not None:
+            return placed
+        return super().recompute_mrope_positions(input_ids, multimodal_embeddings,
+                                                 mrope_positions, num_computed_tokens)

