@@ -6,7 +6,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("vllm") is None:
+
+def _vllm_installed() -> bool:
+    # tests/ is on sys.path (tests/conftest.py), so this folder itself looks like a namespace
+    # package named "vllm": only a regular package with an __init__.py is vLLM.
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and str(spec.origin or "").endswith("__init__.py")
+
+
+if not _vllm_installed():
     collect_ignore_glob = ["*.py"]
 else:
     sys.path.insert(0, str(Path(__file__).parent))

@@ -41,3 +41,16 @@ class _Finder(importlib.abc.MetaPathFinder):
 def install() -> None:
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
+
+
+if __name__ == "__main__":
+    # `python tests/vllm/cpu_torchvision_fix.py` (run by `make test-vllm`): copy this file into
+    # the running environment's site-packages with a .pth line that installs the finder.
+    import shutil
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    shutil.copy(__file__, os.path.join(site, "_flashvid_cpu_torchvision_fix.py"))
+    with open(os.path.join(site, "_flashvid_cpu_torchvision_fix.pth"), "w") as pth:
+        pth.write("import _flashvid_cpu_torchvision_fix as fix; fix.install()\n")
+    print(f"torchvision fallback for CPU torch installed in {site}")

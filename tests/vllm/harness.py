@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-
 import tiny_models
+import torch
 
 ENGINE_ARGS = dict(max_model_len=4096, max_num_batched_tokens=4096,
                    max_num_seqs=4, enforce_eager=True, dtype="float32",

@@ -11,13 +11,13 @@ import math
 import subprocess
 import sys
 
+import harness
 import pytest
+import reference
+import tiny_models
 import torch
 
 import flashvid
-import harness
-import reference
-import tiny_models
 
 FAMILIES = tiny_models.FAMILIES
 SINGLE = ("A", "M", "C", "R1", "R2")

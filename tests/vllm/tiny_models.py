@@ -5,8 +5,9 @@ tokens, the image/video processor configs and seeded random weights (transformer
 initialisation, saved as safetensors, about 1 MB). Nothing is downloaded. (vLLM's
 ``load_format="dummy"`` would do without the weights file, but it fills every weight with the
 same tiny uniform pattern, which makes the model's output independent of the video, and on the
-CPU the linear layers pack their weights at load time, so they cannot be re-randomised later.) The vision grid is small on purpose: a 2-frame temporal patch of a 56 x 84 frame
-(Qwen2.5-VL, patch 14) or 64 x 96 (Qwen3-VL, patch 16) is 4 x 6 patches, 2 x 3 = 6 merged tokens.
+CPU the linear layers pack their weights at load time, so they cannot be re-randomised later.)
+The vision grid is small on purpose: a 2-frame temporal patch of a 56 x 84 frame (Qwen2.5-VL,
+patch 14) or 64 x 96 (Qwen3-VL, patch 16) is 4 x 6 patches, 2 x 3 = 6 merged tokens.
 """
 
 from __future__ import annotations

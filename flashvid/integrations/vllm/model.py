@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import flashvid as _flashvid
+
 from ...config import FlashVIDConfig
 from . import settings as _settings
 from .scores import capture_last_block, video_scores
