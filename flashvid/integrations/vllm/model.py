@@ -46,6 +46,31 @@ def config_of(multimodal_config: Any) -> FlashVIDConfig | None:
     return None if stored is None else _settings.to_config(stored)
 
 
+EXACT_ATTR = "_flashvid_positions"
+
+
+def attach_positions(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Keep the exact int64 positions [n, 3] of a hook output ``rows`` [n, D + c] with it.
+
+    vLLM's pruning path carries positions as extra columns in the embedding dtype, where
+    bfloat16 rounds integers above 256 (long Qwen3-VL videos reach that). The runner hands
+    ``recompute_mrope_positions`` row slices (views) of the tensor the hook returned, so the
+    exact positions are found again through the view's base (:func:`exact_positions`).
+    """
+    setattr(rows, EXACT_ATTR, positions.to(device=rows.device, dtype=torch.long).T.contiguous())
+    return rows
+
+
+def exact_positions(item: torch.Tensor) -> torch.Tensor | None:
+    """[3, n] int64 positions of a (slice of a) hook output, or None if it has none."""
+    base = item if item._base is None else item._base
+    exact = getattr(base, EXACT_ATTR, None)
+    if exact is None or base.dim() != 2 or item.dim() != 2:
+        return None
+    first = (item.storage_offset() - base.storage_offset()) // base.stride(0)
+    return exact[:, first:first + item.shape[0]]
+
+
 class FlashVIDModelMixin:
     """Mixed into a vLLM Qwen-VL model class, before it in the bases."""
 
@@ -204,7 +229,10 @@ class FlashVIDModelMixin:
         for i, item in enumerate(multimodal_embeddings):
             off, length = spans[first + i]
             start = max(num_computed_tokens, off) if i == 0 else off
-            rel = item[:, -channels:-channels + 3].permute(1, 0).long().to(device)  # [3, n]
+            rel = exact_positions(item)
+            if rel is None:  # media the plugin did not produce (images): vLLM's columns
+                rel = item[:, -channels:-channels + 3].permute(1, 0).long()
+            rel = rel.to(device)  # [3, n]
             base = positions[-1, off - 1] + 1 if off > 0 else 0
             positions[:, start:start + rel.shape[1]] = rel + base
             if start - off + rel.shape[1] < length:

@@ -37,7 +37,7 @@ from vllm.multimodal.processing import PromptReplacement
 from vllm.multimodal.video_prune.evs import compute_mrope_for_media
 
 from . import settings as _settings
-from .model import FlashVIDModelMixin, config_of
+from .model import FlashVIDModelMixin, attach_positions, config_of
 
 
 class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
@@ -102,8 +102,9 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
                                                 video_second_per_grid=second.item())  # [T*N, 4]
             kept = positions[result.indices.cpu()]
             kept[:, 3] = positions[:, :3].max() + 1  # advance of the uncompressed video
-            kept = kept.to(device=emb.device, dtype=emb.dtype)
-            out.append(torch.cat([result.tokens.to(emb.dtype), kept], dim=1))
+            rows = torch.cat([result.tokens.to(emb.dtype),
+                              kept.to(device=emb.device, dtype=emb.dtype)], dim=1)
+            out.append(attach_positions(rows, kept[:, :3]))
         return tuple(out)
 
     def get_mrope_input_positions(self, input_tokens: list[int],

