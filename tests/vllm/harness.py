@@ -52,17 +52,19 @@ class Probe:
     compress: list[dict[str, Any]] = field(default_factory=list)  # per hook call
     inputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # hook inputs
     outputs: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # hook return values
+    exact: list[tuple[Any, ...]] = field(default_factory=list)  # their int64 positions
     qk: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # last block
     positions: list[torch.Tensor] = field(default_factory=list)  # [3, tokens] per forward
 
     def clear(self) -> None:
-        for value in (self.compress, self.inputs, self.outputs, self.qk, self.positions):
+        for value in (self.compress, self.inputs, self.outputs, self.exact, self.qk,
+                      self.positions):
             value.clear()
 
     def take(self) -> Probe:
         """What was recorded since the last take (a copy); the probe starts empty again."""
-        taken = Probe(list(self.compress), list(self.inputs), list(self.outputs), list(self.qk),
-                      list(self.positions))
+        taken = Probe(list(self.compress), list(self.inputs), list(self.outputs),
+                      list(self.exact), list(self.qk), list(self.positions))
         self.clear()
         return taken
 
@@ -86,6 +88,7 @@ def install_probe(model: torch.nn.Module) -> Probe:
         probe.inputs.append(tuple(x.detach().clone() for x in split))
         out = postprocess(split, video_input)
         probe.outputs.append(tuple(o.detach().clone() for o in out))
+        probe.exact.append(tuple(getattr(o, "_flashvid_positions", None) for o in out))
         return out
 
     model._postprocess_video_embeds_evs = recorded_postprocess

@@ -138,6 +138,10 @@ def test_rows_are_flashvid_compress_at_their_positions(scenario, family):
                  for v, s, k, r in zip(c["videos"], c["scores"], c["counts"], c["results"])]
         hook_in = [x for call in probe.inputs for x in call]
         hook_out = [x for call in probe.outputs for x in call]
+        exact = [x for call in probe.exact for x in call]
+        for out, positions in zip(hook_out, exact):  # the int64 copy equals the columns
+            columns = out[:, dim:dim + 3] if family == "qwen2_5_vl" else out[:, -5:-2]
+            assert torch.equal(positions.cpu(), columns.T.long().cpu())
         assert len(calls) == len(hook_out) == len(expected_grids)
         seen = sorted(tuple(v.shape[:2]) for _, v, _, _, _ in calls)
         assert seen == sorted((t, r * c) for t, r, c in expected_grids)
@@ -290,6 +294,20 @@ def test_settings_turn_on_vllms_pruning_path(checkpoints, family):
     mm = off.create_engine_config().model_config.multimodal_config
     assert not mm.is_multimodal_pruning_enabled()
     assert getattr(mm, "flashvid_settings", None) is None
+
+
+def test_exact_positions_follow_row_slices():
+    from flashvid.integrations.vllm.model import attach_positions, exact_positions
+
+    rows = torch.zeros(6, 4, dtype=torch.bfloat16)
+    positions = torch.tensor([[300, 1, 2], [301, 1, 3], [513, 0, 0], [514, 2, 1],
+                              [515, 2, 2], [1027, 3, 3]])
+    attach_positions(rows, positions)
+    assert torch.equal(exact_positions(rows[2:5]), positions[2:5].T)
+    assert torch.equal(exact_positions(rows), positions.T)
+    assert exact_positions(torch.zeros(3, 4)) is None
+    # the embedding-dtype columns alone would round: bfloat16 has 8 significant bits
+    assert rows.new_tensor(513.0).item() != 513
 
 
 def test_import_is_light():
