@@ -193,15 +193,24 @@ def test_importance_is_the_last_blocks_attention(scenario, family):
 
 # ---------------------------------------------------------------------- positions
 @each_family
-@pytest.mark.parametrize("mode", ["off", "flashvid", "keep_all"])
+@pytest.mark.parametrize("mode", ["off", "flashvid", "keep_all", "chunked"])
 def test_positions_are_those_of_the_uncompressed_prompt(scenario, family, mode):
     """The M-RoPE positions the LLM receives are the positions of the uncompressed prompt
     (reference.mrope_positions), taken at the tokens that remain (text, markers, timestamps,
     kept rows): a kept row sits at its representative's (t, h, w) and nothing else moves."""
     on, off = scenario(family, mode), scenario(family, "off")
     video_token = tiny_models.special_ids()["<|video_pad|>"]
-    for name in ("A", "M", "R1+R2"):
-        captured = on.probes[name].positions[0]  # the prefill step (all prompt tokens)
+    for name in ("A", "M") if mode == "chunked" else ("A", "M", "R1+R2"):
+        length = sum(len(o.prompt_token_ids) for o in outputs_of(on, name))
+        steps = list(on.probes[name].positions)
+        captured = steps.pop(0)
+        while captured.shape[1] < length:  # prefill chunks (mode "chunked")
+            captured = torch.cat([captured, steps.pop(0)], dim=1)
+        chunks = len(on.probes[name].positions) - len(steps)
+        if mode == "chunked":  # the scheduler cut the prompt (where it likes) into chunks
+            assert chunks >= math.ceil(length / harness.CHUNK[family]) >= 2
+        else:
+            assert chunks == 1
         offset = 0
         results = [r for call in on.probes[name].compress for r in call["results"]]
         for sub, stock in zip(names_of(name), outputs_of(off, name)):
@@ -247,6 +256,15 @@ def test_keep_all_gives_stock_output(scenario, family):
     la, lc = (harness.first_logprobs(outputs_of(off, n)[0]) for n in ("A", "C"))
     common = la.keys() & lc.keys()
     assert not common or max(abs(la[t] - lc[t]) for t in common) > 1e-3
+
+
+@each_family
+def test_chunked_prefill_gives_the_same_output(scenario, family):
+    chunked, whole = scenario(family, "chunked"), scenario(family, "flashvid")
+    for name in ("A", "M"):
+        (a,), (b,) = outputs_of(chunked, name), outputs_of(whole, name)
+        assert a.prompt_token_ids == b.prompt_token_ids
+        assert_logprobs_close(a, b)
 
 
 @each_family
