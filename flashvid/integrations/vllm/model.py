@@ -209,14 +209,14 @@ class FlashVIDModelMixin:
 
         Returns None when the prompt's spans are unknown (then vLLM's own version runs).
         """
+        if not multimodal_embeddings:  # decoding steps: nothing to place (no prompt lookup)
+            return [], mrope_positions, int(mrope_positions.max()) + 1 - len(input_ids)
         ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
         spans = self._flashvid_spans.get(tuple(ids))
-        positions = mrope_positions.clone()
-        embeds = [m[:, :-channels] for m in multimodal_embeddings]
         if spans is None:
             return None
-        if not multimodal_embeddings:
-            return embeds, positions, int(positions.max()) + 1 - len(ids)
+        positions = mrope_positions.clone()
+        embeds = [m[:, :-channels] for m in multimodal_embeddings]
         device = positions.device
         pending = [i for i, (off, length) in enumerate(spans) if off + length > num_computed_tokens]
         if len(pending) < len(multimodal_embeddings):

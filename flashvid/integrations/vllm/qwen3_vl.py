@@ -56,8 +56,9 @@ def _replace_runs(ids: list[int], old: list[list[int]], new: list[list[int]]) ->
     out, cursor = [], 0
     for i, (before, after) in enumerate(zip(old, new)):
         k = len(before)
-        start = next((j for j in range(cursor, len(ids) - k + 1) if ids[j:j + k] == before),
-                     None)
+        start = next((j for j in range(cursor, len(ids) - k + 1)
+                      if ids[j] == before[0] and ids[j + k - 1] == before[-1]
+                      and ids[j:j + k] == before), None)
         if start is None:
             raise RuntimeError(f"FlashVID: video {i}'s placeholder run was not found in the "
                                "processed prompt")
