@@ -49,6 +49,12 @@ def config_of(multimodal_config: Any) -> FlashVIDConfig | None:
 EXACT_ATTR = "_flashvid_positions"
 
 
+def _prompt_key(ids: Sequence[int]) -> tuple[int, int]:
+    """(length, 64-bit hash) of a prompt: what the span memory is keyed by (not the prompt
+    itself, which would keep every remembered prompt's tokens alive)."""
+    return len(ids), hash(tuple(ids))
+
+
 def attach_positions(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Keep the exact int64 positions [n, 3] of a hook output ``rows`` [n, D + c] with it.
 
@@ -87,7 +93,7 @@ class FlashVIDModelMixin:
                 "run where the engine configuration was made; make sure the `flashvid` vLLM "
                 "plugin is loaded there (it is, unless VLLM_PLUGINS excludes it)")
         self._flashvid_scores: list[torch.Tensor] | None = None
-        self._flashvid_spans: OrderedDict[tuple[int, ...], list[tuple[int, int]]] = OrderedDict()
+        self._flashvid_spans: OrderedDict[tuple[int, int], list[tuple[int, int]]] = OrderedDict()
         if self.flashvid_config is not None:
             logger.info("FlashVID on: %s", settings_of(mm_config))
 
@@ -160,6 +166,8 @@ class FlashVIDModelMixin:
 
     # ------------------------------------------------------------------ positions
     SPAN_MEMORY = 4096  # prompts whose media spans are remembered (the most recent ones)
+    # Each entry is a few ints per media item; the runner computes a request's prompt positions
+    # (which records its spans) right before the first recompute for it, in the same process.
 
     def _flashvid_prompt_positions(self, input_tokens: Sequence[int],
                                    mm_features: Any) -> tuple[torch.Tensor, int]:
@@ -184,7 +192,7 @@ class FlashVIDModelMixin:
             return  # vLLM's own helper call on a synthetic prompt
         spans = sorted((int(f.mm_position.offset), int(f.mm_position.length))
                        for f in mm_features)
-        key = tuple(input_tokens)
+        key = _prompt_key(input_tokens)
         self._flashvid_spans[key] = spans
         self._flashvid_spans.move_to_end(key)
         while len(self._flashvid_spans) > self.SPAN_MEMORY:
@@ -212,7 +220,7 @@ class FlashVIDModelMixin:
         if not multimodal_embeddings:  # decoding steps: nothing to place (no prompt lookup)
             return [], mrope_positions, int(mrope_positions.max()) + 1 - len(input_ids)
         ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
-        spans = self._flashvid_spans.get(tuple(ids))
+        spans = self._flashvid_spans.get(_prompt_key(ids))
         if spans is None:
             return None
         positions = mrope_positions.clone()
