@@ -1,4 +1,4 @@
-"""Measurements of the adapters' inner-LLM stage (SPEC §10), quoted in the README.
+"""Measurements of the adapters' inner-LLM stage (§10), quoted in the README.
 
     python -m benchmarks.llm_stage retention   # layer-averaged retention per preset
     python -m benchmarks.llm_stage prefill     # prefill time and FLOPs with / without the stage

@@ -3,6 +3,9 @@
 >>> import flashvid
 >>> out = flashvid.compress(tokens, cls_attn)            # tokens [F, N, D], cls_attn [F, N]
 >>> out.tokens, out.indices                               # [V, D], [V] global positions
+
+Section marks (§) in the docstrings refer to docs/algorithm.md, which describes the algorithm,
+the published code's quirks (Q1-Q8), our deviations and the numerics per dtype.
 """
 
 from .compress import compress, compress_batch, validate

@@ -22,7 +22,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 class Budget(NamedTuple):
-    """Per-frame token budget of the vision side (SPEC §4).
+    """Per-frame token budget of the vision side (§4).
 
     ``total`` = min(N, ceil(N * retention_ratio * expansion)), ``adts`` = ceil(total * alpha),
     ``merge`` = total - adts (target merged tokens per frame).
@@ -52,7 +52,7 @@ class FlashVIDConfig:
 
     Fields:
         retention_ratio: layer-averaged visual-token retention r in (0, 1]. The vision side keeps
-            about ``expansion * r`` of the tokens (SPEC §5.3).
+            about ``expansion * r`` of the tokens (§5.3).
         expansion: vision-side budget multiplier (> 0).
         alpha: fraction of the per-frame budget given to ADTS, in [0, 1].
         selection: "adts" (published attn_div_v2: attention x event relevance, no exclusion),
@@ -135,7 +135,7 @@ class FlashVIDConfig:
 
     # ------------------------------------------------------------------ derived quantities
     def budget(self, tokens_per_frame: int) -> Budget:
-        """Per-frame budget for frames of ``tokens_per_frame`` tokens (SPEC §4).
+        """Per-frame budget for frames of ``tokens_per_frame`` tokens (§4).
 
         Rounding follows the published code: Python floats, ``ceil(N * r * expansion)`` evaluated
         left to right, then ``ceil(total * alpha)``. The total is clamped to N (the published code
@@ -195,7 +195,7 @@ class FlashVIDConfig:
             )
         return dataclasses.replace(self, **changes)
 
-    # ------------------------------------------------------------------ presets (SPEC §12)
+    # ------------------------------------------------------------------ presets (§12)
     @classmethod
     def llava_onevision(cls, **overrides: Any) -> FlashVIDConfig:
         """LLaVA-OneVision (llava_ov.sh): attn_div_v2, 8 minimum segments, K=20, r_llm=0.3."""

@@ -48,7 +48,7 @@ ARCHS = (80, 90)
 
 @dataclass(frozen=True)
 class Workload:
-    """One video shape and the selection that compress runs on it (SPEC §12 presets)."""
+    """One video shape and the selection that compress runs on it (§12 presets)."""
 
     name: str
     frames: int

@@ -13,7 +13,7 @@ import flashvid
 
 DATA = Path(__file__).parent / "data"
 SWEEP_FILE = DATA / "published_sweep.npz"
-# per-stage fixtures of the published code (SPEC §16 layout); the sweep file holds final outputs
+# per-stage fixtures of the published code (§16 layout); the sweep file holds final outputs
 FIXTURES = sorted(p.stem for p in DATA.glob("*.npz") if p != SWEEP_FILE)
 METHODS = {"attn_div_v2": "adts", "attn_div": "adts_v1", "attn": "attention", "div": "diversity"}
 
@@ -107,7 +107,7 @@ def random_video(frames: int, n: int, dim: int, *, seed: int, dtype=torch.float3
 
 
 def expected_budget(n: int, r: float, expansion: float, alpha: float) -> tuple[int, int, int]:
-    """SPEC §4 written out independently of FlashVIDConfig.budget."""
+    """§4 written out independently of FlashVIDConfig.budget."""
     total = min(n, math.ceil(n * r * expansion))
     adts = math.ceil(total * alpha)
     return total, adts, total - adts

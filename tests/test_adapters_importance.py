@@ -1,4 +1,4 @@
-"""The blocked importance score (SPEC §3) against the full attention matrix."""
+"""The blocked importance score (§3) against the full attention matrix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The inner-LLM stage (SPEC §10, ``llm_prune``): the pure selection against the published
+"""The inner-LLM stage (§10, ``llm_prune``): the pure selection against the published
 fixture, and generate() on tiny models of every family against a reference forward written here
 from stock model parts (decoder layers, rotary embedding, norm, LM head) that prunes at K."""
 
@@ -46,7 +46,7 @@ def apply(m, setting: str, **kw):
 
 
 def candidates_of(setting: str, ids: torch.Tensor) -> torch.Tensor:
-    """[L] bool prunable columns of one rebuilt prompt, from its token ids alone (SPEC §10):
+    """[L] bool prunable columns of one rebuilt prompt, from its token ids alone (§10):
     the video run; OneVision's trailing newline (the run's last placeholder) stays outside."""
     video = ids == vb.VIDEO_ID
     if setting == "llava_onevision":

@@ -181,7 +181,7 @@ def test_ttm_merges_only_at_the_same_position(backend):
 
 
 def test_budget_formula_examples():
-    """SPEC §4's table, including the float rounding of 169 * 0.2 * 1.25 = 42.25000000000001."""
+    """§4's table, including the float rounding of 169 * 0.2 * 1.25 = 42.25000000000001."""
     cfg = flashvid.FlashVIDConfig
     assert tuple(cfg(retention_ratio=0.10).budget(196)) == (25, 18, 7)
     assert tuple(cfg(retention_ratio=0.25).budget(196)) == (62, 44, 18)

@@ -1,7 +1,7 @@
 """Token-reduction strategies compared with FlashVID on the same input.
 
 Every strategy gets the same per-frame budget B = min(N, ceil(N * retention_ratio * expansion))
-(SPEC §4, expansion 1.25 by default) and returns a :class:`flashvid.CompressedVideo`, so that the
+(§4, expansion 1.25 by default) and returns a :class:`flashvid.CompressedVideo`, so that the
 figures and the fidelity metric treat them alike. Seven of them are FlashVID configurations; the
 uniform pooling baseline is computed here.
 
@@ -30,7 +30,7 @@ ttm            TTM only: ``alpha=0, temporal_merge="ttm"``: as          F*B <= V
 =============  ======================================================  =========================
 
 The merging strategies may overshoot F*B by the ceil of the per-frame cluster counts (at most one
-row per frame, SPEC §8). The pruning strategies (ats, dts, adts) drop the other tokens: their
+row per frame, §8). The pruning strategies (ats, dts, adts) drop the other tokens: their
 ``source`` is -1 there (the metric then uses the most similar kept token of the same frame, see
 :mod:`flashvid.demo.metrics`). ``adts`` may repeat a position (published quirk Q2) unless the
 base configuration has ``dedupe=True``; repeats still count as rows.

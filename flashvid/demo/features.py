@@ -19,7 +19,7 @@ not a model's attention.
    parameters), as a ViT block's output would be normalised.
 
 Importance (``cls_attn``) stands in for the mean attention a vision tower's last layer gives
-each token (SPEC §3): a per-frame softmax over patch saliency. The saliency of token k is its
+each token (§3): a per-frame softmax over patch saliency. The saliency of token k is its
 cosine distance to the frame's mean token, s_k = 1 - cos(x_k, mean_n x_n), standardised over the
 frame (z-score), and a_k = softmax_k(TEMPERATURE * z_k) with TEMPERATURE = 2. It is positive,
 sums to 1 per frame, and favours tokens unlike the rest of their frame (objects, edges) over

@@ -10,7 +10,7 @@ transformers is imported only when :func:`apply` is called.
 
 Layout: ``_handle.py`` (the patch handle, the generate/forward path), ``_prompt.py`` (pure
 prompt-rebuild functions), ``_records.py`` (records, the compressor contract),
-``llm_prune.py`` + ``_llm_stage.py`` (the inner-LLM stage), ``importance.py`` (SPEC §3 scores),
+``llm_prune.py`` + ``_llm_stage.py`` (the inner-LLM stage), ``importance.py`` (§3 scores),
 one file per model family, and the registry below.
 """
 
@@ -52,7 +52,7 @@ def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | No
     placeholder count, ``attention_mask``, pixel values, grids); the adapter encodes the videos,
     compresses each one, rebuilds the prompt (placeholders, mask, token types, positions), and
     in ``generate()`` runs the inner-LLM stage: at decoder layer ``pruning_layer`` only
-    ``llm_retention_ratio`` of the video tokens stay (SPEC §10). Only this instance is patched.
+    ``llm_retention_ratio`` of the video tokens stay (§10). Only this instance is patched.
 
     Args:
         model: a ``LlavaOnevisionForConditionalGeneration``,

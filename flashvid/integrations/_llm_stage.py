@@ -1,4 +1,4 @@
-"""Runtime of the inner-LLM stage (``llm_prune``, SPEC §10) inside a patched ``generate()``.
+"""Runtime of the inner-LLM stage (``llm_prune``, §10) inside a patched ``generate()``.
 
 For the duration of one ``generate()`` call of a video prompt, forward hooks on the language
 model do the following (nothing is copied from the model; no class is touched):

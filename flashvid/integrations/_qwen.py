@@ -1,6 +1,6 @@
 """The part of the Qwen2.5-VL and Qwen3-VL adapters that the two share.
 
-Video path while enabled (SPEC §2, §3.2, §11):
+Video path while enabled (§2, §3.2, §11):
 
 1. ``model.model.get_video_features`` runs the vision tower as stock. On the last vision block
    only, a forward pre-hook on its attention captures the rotary ``position_embeddings`` and a
@@ -46,7 +46,7 @@ class QwenVLAdapter(Adapter):
     """FlashVID on a Qwen2.5-VL / Qwen3-VL ``ForConditionalGeneration`` instance."""
 
     window_order = False  # Qwen2.5-VL processes patches in window order
-    default_drop_markers = False  # Qwen3-VL drops <|vision_start|>/<|vision_end|> (SPEC §11)
+    default_drop_markers = False  # Qwen3-VL drops <|vision_start|>/<|vision_end|> (§11)
 
     def __init__(self, model: Any, config: FlashVIDConfig, *, drop_vision_markers: bool | None,
                  **options: Any) -> None:
@@ -190,7 +190,7 @@ class QwenVLAdapter(Adapter):
             mm["video"] = type(out_video)(pooler_output=tuple(kept_features),
                                           deepstack_features=levels)
         out["mm_encoder_outputs"] = mm
-        # the inner-LLM stage's candidates: the kept video tokens (SPEC §10: the video run for
+        # the inner-LLM stage's candidates: the kept video tokens (§10: the video run for
         # Qwen2.5-VL, visual_pos_masks for Qwen3-VL)
         candidates = gather_rows(slot_mask.long(), entries, new_value=0, pad_value=0,
                                  side=side).bool()

@@ -55,7 +55,7 @@ class VideoRecord:
         sample: batch row that holds the video.
         frames: F, the FlashVID frames (LLaVA: video frames; Qwen: temporal patches).
         tokens_per_frame: N.
-        importance: [F, N] float32 importance scores given to the compressor (SPEC §3).
+        importance: [F, N] float32 importance scores given to the compressor (§3).
         result: what the compressor returned (a CompressedVideo by default); ``.indices`` [V].
         slots_before: video placeholder tokens of this video in the caller's prompt.
         slots_after: video placeholder tokens after the rebuild (LLaVA: kept tokens plus
@@ -83,7 +83,7 @@ class Prepared:
         lengths_before: per sample, non-padding tokens of the caller's prompt.
         lengths_after: per sample, tokens of the rebuilt prompt.
         candidates: [B, L'] bool, the rebuilt prompt's video tokens that the inner-LLM stage
-            may prune (SPEC §10).
+            may prune (§10).
         llm: what the inner-LLM stage did in ``generate()`` (a ``PruneRecord``: candidates,
             kept columns and lengths per row), None when it did not run.
     """

@@ -1,4 +1,4 @@
-"""Importance scores (SPEC §3): the mean attention each token receives in one attention layer.
+"""Importance scores (§3): the mean attention each token receives in one attention layer.
 
     a[s, j] = 1/H sum_h 1/N sum_i softmax_j(q[s, h, i] . k[s, h, j] * scale)
 
@@ -29,8 +29,8 @@ def attention_column_mean(q: torch.Tensor, k: torch.Tensor, *, scale: float | No
         scale: logit scale; default ``d ** -0.5``.
         round_to: None computes everything in float32. A half dtype (float16/bfloat16) rounds
             the softmax probabilities, the head mean and the final query mean to that dtype, as
-            the published code does when it averages the model-dtype attention weights (SPEC
-            §3); the accumulation itself stays in float32.
+            the published code does when it averages the model-dtype attention weights (§1);
+            the accumulation itself stays in float32.
         block_elems: upper bound on the float32 score elements held at once (>= 1).
 
     Returns:

@@ -1,6 +1,6 @@
 """FlashVID for ``LlavaOnevisionForConditionalGeneration`` (LLaVA-OneVision and LLaVA-Video).
 
-Video path while enabled (SPEC §2, §3.1, §11):
+Video path while enabled (§2, §3.1, §11):
 
 1. ``model.model.get_video_features`` runs SigLIP and the projector on every frame, as stock. A
    forward hook on ``q_proj``/``k_proj`` of the SigLIP layer whose output is the selected
@@ -215,7 +215,7 @@ class LlavaOnevisionAdapter(Adapter):
 
     def _candidates(self, entries: list[torch.Tensor], records: list[VideoRecord], length: int,
                     side: str) -> torch.Tensor:
-        """[B, L'] bool prunable columns (SPEC §10): each video's run of new placeholders;
+        """[B, L'] bool prunable columns (§10): each video's run of new placeholders;
         OneVision's trailing newline stays outside, LLaVA-Video's per-frame newlines are in."""
         flags = []
         for b, e in enumerate(entries):
@@ -231,7 +231,7 @@ class LlavaOnevisionAdapter(Adapter):
 
     def _with_newlines(self, tokens: torch.Tensor, indices: torch.Tensor, frames: int,
                        per_frame: int, newline: torch.Tensor) -> torch.Tensor:
-        """[V, D] -> the video's LLM tokens with its newline token(s) (SPEC §11)."""
+        """[V, D] -> the video's LLM tokens with its newline token(s) (§11)."""
         if self.variant == "llava_onevision":
             return torch.cat([tokens, newline[None]], dim=0)
         frame_of = torch.div(indices, per_frame, rounding_mode="floor")

@@ -1,4 +1,4 @@
-"""The inner-LLM stage of FlashVID (SPEC §10), as pure functions: ``llm_prune``.
+"""The inner-LLM stage of FlashVID (§10), as pure functions: ``llm_prune``.
 
 At decoder layer K-1 of the prefill the attention of the last prompt token over every key gives
 each video token a score (mean over heads); before layer K only the top ``ceil(V' * ratio)`` of

@@ -1,8 +1,8 @@
 """FlashVID for ``Qwen2_5_VLForConditionalGeneration`` (shared logic in ``_qwen.py``).
 
 Qwen2.5-VL specifics: the vision tower runs in window order, so the importance of the merged
-tokens is put back in raster order with argsort(window_index) (SPEC §3.2); the
-<|vision_start|>/<|vision_end|> tokens around the video are kept (SPEC §11); the config preset
+tokens is put back in raster order with argsort(window_index) (§3.2); the
+<|vision_start|>/<|vision_end|> tokens around the video are kept (§11); the config preset
 is :meth:`FlashVIDConfig.qwen2_5_vl` (selection "adts_v1", 4 minimum segments).
 """
 

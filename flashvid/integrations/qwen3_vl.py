@@ -1,6 +1,6 @@
 """FlashVID for ``Qwen3VLForConditionalGeneration`` (shared logic in ``_qwen.py``).
 
-Qwen3-VL specifics (SPEC §11): every temporal patch is its own placeholder run
+Qwen3-VL specifics (§11): every temporal patch is its own placeholder run
 ``<t seconds><|vision_start|> tokens <|vision_end|>``; the adapter drops the
 <|vision_start|>/<|vision_end|> tokens around video runs, as published (pass
 ``drop_vision_markers=False`` to keep them) and keeps the timestamp text; the deepstack features

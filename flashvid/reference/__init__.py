@@ -1,4 +1,4 @@
-"""The oracle: readable loop-level PyTorch written from SPEC.md §4-§9 for clarity, not speed.
+"""The oracle: readable loop-level PyTorch of docs/algorithm.md §4-§9, for clarity, not speed.
 
 Every test compares the fast backends to this package, and the parity fixtures compare it to the
 published code. It is never changed to make a kernel pass. It has the fast path's stage names,

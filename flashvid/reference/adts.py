@@ -1,4 +1,4 @@
-"""Reference stage ``adts`` (SPEC §6): attention- and diversity-based token selection."""
+"""Reference stage ``adts`` (§6): attention- and diversity-based token selection."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def event_relevance(tokens: torch.Tensor, means: torch.Tensor,
 
 def column_weights(x: torch.Tensor, a: torch.Tensor, method: str,
                    event: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """The per-column factors of the calibrated distance, applied left to right (SPEC §6):
+    """The per-column factors of the calibrated distance, applied left to right (§6):
     ``adts_v1``: [1e6 * a]; ``adts``: [1e6 * a, event]; others: []."""
     if method not in ("adts", "adts_v1"):
         return []
@@ -44,7 +44,7 @@ def column_weights(x: torch.Tensor, a: torch.Tensor, method: str,
 
 def adts(tokens: torch.Tensor, cls_attn: torch.Tensor, lengths: list[int],
          config: FlashVIDConfig, k: int, means: torch.Tensor | None = None) -> torch.Tensor:
-    """[F, k] sorted local indices picked in each frame (SPEC §6), segment by segment.
+    """[F, k] sorted local indices picked in each frame (§6), segment by segment.
 
     ``attention``: the k most important tokens, as ``torch.topk`` orders ties (published).
     The other methods run the greedy max-min selection on the calibrated distance

@@ -107,7 +107,7 @@ class _Rows:
 def _spatial_merge(start: int, end: int, values: torch.Tensor, merged: torch.Tensor,
                    eligible: torch.Tensor, target: int, exact: bool, config: FlashVIDConfig,
                    out: _Rows, row_of: torch.Tensor) -> None:
-    """The spatial merge (SPEC §8) of the segment [start, end) down to ``target`` rows: adds its
+    """The spatial merge (§8) of the segment [start, end) down to ``target`` rows: adds its
     rows to ``out`` and sets ``row_of`` for its candidates (ADTS candidates stay represented by
     their ADTS row). Frame t gets ceil(c_t * target / C) clusters (``exact``: the exact split
     of ``dpc.exact_cluster_counts``)."""

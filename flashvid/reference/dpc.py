@@ -1,4 +1,4 @@
-"""Reference stage ``dpc`` (SPEC §8): DPC-kNN spatial merging, one frame at a time."""
+"""Reference stage ``dpc`` (§8): DPC-kNN spatial merging, one frame at a time."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def distances(values: torch.Tensor) -> torch.Tensor:
 
 
 def dpc_knn(dist: torch.Tensor, knn: int, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """DPC-kNN on one frame (SPEC §8) from its [c, c] distances, with the k = ``knn`` nearest
+    """DPC-kNN on one frame (§8) from its [c, c] distances, with the k = ``knn`` nearest
     neighbours (self included) in the density.
 
     Returns (assign [c], centres [clusters]): centres in descending score order, each point

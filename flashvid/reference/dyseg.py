@@ -1,4 +1,4 @@
-"""Reference stage ``dyseg`` (SPEC §5): dynamic video segmentation."""
+"""Reference stage ``dyseg`` (§5): dynamic video segmentation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def frame_means(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def dyseg(tokens: torch.Tensor, config: FlashVIDConfig, exact: bool = False) -> list[int]:
-    """Segment lengths of a [F, N, D] video (SPEC §5).
+    """Segment lengths of a [F, N, D] video (§5).
 
     Cuts where the cosine similarity s_t of adjacent frame means is < threshold. If that gives
     fewer than ``min_segments`` segments, the published code marks the existing cuts with 1.0

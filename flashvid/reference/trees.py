@@ -1,4 +1,4 @@
-"""Reference stage ``trees`` (SPEC §7): the value of every TSTM tree."""
+"""Reference stage ``trees`` (§7): the value of every TSTM tree."""
 
 from __future__ import annotations
 

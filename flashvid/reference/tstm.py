@@ -1,4 +1,4 @@
-"""Reference stage ``tstm`` (SPEC §7): edges and merge decisions."""
+"""Reference stage ``tstm`` (§7): edges and merge decisions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .util import spans, unit_rows, work_dtype
 
 def tstm_edges(x: torch.Tensor, eligible: torch.Tensor,
                same_position: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """maxsim [F_s, N] and parent [F_s, N] of one segment (SPEC §7), in the work dtype.
+    """maxsim [F_s, N] and parent [F_s, N] of one segment (§7), in the work dtype.
 
     For t >= 1, token n's most cosine-similar eligible token of frame t-1 (first index on ties),
     with similarity -1 for ineligible tokens; frame 0 has maxsim -1 and parent -1.
@@ -34,7 +34,7 @@ def tstm_edges(x: torch.Tensor, eligible: torch.Tensor,
 
 
 def tstm_merged(maxsim: torch.Tensor, threshold: float, lower: int) -> tuple[torch.Tensor, bool]:
-    """Which tokens merge into their parent, and whether the soft threshold was needed (SPEC §7).
+    """Which tokens merge into their parent, and whether the soft threshold was needed (§7).
 
     merged = maxsim > threshold (strict). If fewer than ``lower`` tokens would remain, the
     threshold becomes the k-th largest maxsim with k = F_s*N - lower (at least -1 + 1e-6).
@@ -51,7 +51,7 @@ def tstm_merged(maxsim: torch.Tensor, threshold: float, lower: int) -> tuple[tor
 
 def tstm(tokens: torch.Tensor, eligible: torch.Tensor, lengths: list[int],
          config: FlashVIDConfig, frame_budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(parent [F, N] index in frame t-1 or -1, merged [F, N] bool) of every segment (SPEC §7).
+    """(parent [F, N] index in frame t-1 or -1, merged [F, N] bool) of every segment (§7).
 
     A segment must keep at least the sum of its frames' budgets ``frame_budgets`` (B per frame;
     B_t in exact-count mode). Segments of one frame, and a ``temporal_threshold`` of 1, merge

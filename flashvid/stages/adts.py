@@ -1,4 +1,4 @@
-"""Stage ``adts`` (SPEC §6): attention- and diversity-based token selection in every frame."""
+"""Stage ``adts`` (§6): attention- and diversity-based token selection in every frame."""
 
 from __future__ import annotations
 

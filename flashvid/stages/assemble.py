@@ -1,4 +1,4 @@
-"""Stage ``assemble`` (SPEC §9): the output rows, each token's representative row, the TSTM
+"""Stage ``assemble`` (§9): the output rows, each token's representative row, the TSTM
 parents, and the split of a flat frame list into one result per video.
 
 Rows are ADTS tokens (copied bit for bit), tree roots kept as-is (frames whose segment is not

@@ -1,4 +1,4 @@
-"""Stage ``dpc`` (SPEC §8): the DPC-kNN spatial merge that enforces the budget, batched over
+"""Stage ``dpc`` (§8): the DPC-kNN spatial merge that enforces the budget, batched over
 frames without per-frame Python loops.
 
 Each segment's merge budget B_merge * length is spread over its frames: frame t with c_t
@@ -51,7 +51,7 @@ class Clusters:
 
 
 def plan(counts: list[int], seg: Segments, budget: Budget, cfg: FlashVIDConfig) -> Plan:
-    """SPEC §8: ceil(c_t * ratio) clusters per frame, ratio = merge budget / candidates of its
+    """§8: ceil(c_t * ratio) clusters per frame, ratio = merge budget / candidates of its
     segment, when ratio < 1 (Python floats, as published)."""
     clusters, matmul_path, keep = [], [], []
     for start, length in zip(seg.starts, seg.lengths):
@@ -126,7 +126,7 @@ def _bucket(values, sq_norms, frames, width, counts, clusters, row_offsets, clus
         density = torch.where(sel[:, None],
                               torch.mean(-(nearest[:, :, :kk] ** 2), dim=-1).exp(), density)
     i = pos[None, :].double()
-    ramp = 1e-6 * (c[:, None].double() - 1 - i) / c[:, None].double()  # SPEC §8 tie ramp
+    ramp = 1e-6 * (c[:, None].double() - 1 - i) / c[:, None].double()  # §8 tie ramp
     density = torch.where(valid, density + ramp.to(density.dtype), -1.0)
 
     denser = density[:, None, :] > density[:, :, None]  # [G, i, j]: j denser than i

@@ -1,4 +1,4 @@
-"""Stage ``dyseg`` (SPEC §5): dynamic video segmentation by adjacent frame-mean similarity."""
+"""Stage ``dyseg`` (§5): dynamic video segmentation by adjacent frame-mean similarity."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage ``trees`` (SPEC §7): the TSTM forest's roots and the value of every tree.
+"""Stage ``trees`` (§7): the TSTM forest's roots and the value of every tree.
 
 Tokens are addressed by their flat position g = t*N + n over the whole (batched) frame list.
 Roots come from pointer jumping over the parents, tree sums from one ``index_add_``; nothing

@@ -1,4 +1,4 @@
-"""Stage ``tstm`` (SPEC §7): tree-based spatiotemporal token merging, the merge decisions.
+"""Stage ``tstm`` (§7): tree-based spatiotemporal token merging, the merge decisions.
 
 Each eligible (non-ADTS) token links to its most cosine-similar eligible token of the previous
 frame of its segment and merges into it when the similarity exceeds ``temporal_threshold``
@@ -61,7 +61,7 @@ def tstm(x: torch.Tensor, stats: FrameStats | None, eligible: torch.Tensor, seg:
 def merge_decisions(maxsim: torch.Tensor, seg: Segments, threshold: float,
                     frame_budgets: int | torch.Tensor) -> torch.Tensor:
     """[F, N] bool: maxsim > threshold, or > the soft threshold in segments that would keep
-    fewer tokens than the sum of their frames' budgets (SPEC §7)."""
+    fewer tokens than the sum of their frames' budgets (§7)."""
     frames, n = maxsim.shape
     device = maxsim.device
     merged = maxsim > threshold

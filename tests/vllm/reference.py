@@ -10,7 +10,7 @@
   equals the rule above for Qwen3-VL's single-frame grids but not for Qwen2.5-VL videos; vLLM
   (and transformers 4.x) use the rule above.
 * :func:`window_index`: Qwen2.5-VL's window order of merge units, from its definition.
-* :func:`explicit_importance`: the importance of SPEC §3 with the full softmax matrices.
+* :func:`explicit_importance`: the importance of §3 with the full softmax matrices.
 """
 
 from __future__ import annotations

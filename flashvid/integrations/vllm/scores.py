@@ -1,4 +1,4 @@
-"""Importance scores inside vLLM's Qwen vision towers (SPEC §3), without attention maps.
+"""Importance scores inside vLLM's Qwen vision towers (§3), without attention maps.
 
 vLLM's vision attention (``Qwen2_5_VisionAttention``, used by Qwen2.5-VL and Qwen3-VL) applies
 the rotary embedding and then calls its ``attn`` submodule (``MMEncoderAttention``) with
