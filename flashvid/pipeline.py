@@ -133,13 +133,13 @@ def run_exact(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, backend: Ba
     eligible.scatter_(1, picks, False)
     tree = row = centres = keep = None
     if merge_total > 0:
-        totals = _per_frame(video_frames, num_tokens, splits, x.device)
+        totals = _per_frame(video_frames, splits, x.device)
         forest = tstm(x, stats, eligible, seg, cfg, totals, backend)
         candidates = tstm_stage.candidates(forest, eligible, seg, unique)
         tree = static_trees(x, forest, seg, cfg, backend)
         clusters, keep = dpc_stage.exact_counts(candidates.sum(dim=1), totals - k_adts, seg)
         row, centres = dpc_stage.static_dpc(tree.values, candidates, clusters, merge_total,
-                                            cfg.dpc_knn)
+                                            cfg.dpc_knn, backend)
     out, flat = assemble_exact(x, picks, tree, row, centres, keep, seg, video_frames,
                                video_rows, budget, cfg)
     if out.overflow is not None:
@@ -172,7 +172,7 @@ def _check_overflow(overflow: torch.Tensor, peak: torch.Tensor, aggregation: str
                         "aggregation='mean' or bfloat16/float32 tokens")
 
 
-def _per_frame(video_frames, num_tokens, splits, device) -> torch.Tensor:
+def _per_frame(video_frames, splits, device) -> torch.Tensor:
     """[F] int64 row budget B_t of every frame, built on the device from per-video scalars."""
     frames = sum(video_frames)
     frame = torch.arange(frames, device=device)

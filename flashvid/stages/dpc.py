@@ -218,7 +218,7 @@ def exact_counts(counts: torch.Tensor, merge: torch.Tensor,
 
 @torch.no_grad()
 def static_dpc(values: torch.Tensor, candidates: torch.Tensor, clusters: torch.Tensor,
-               total: int, knn: int) -> tuple[torch.Tensor, torch.Tensor]:
+               total: int, knn: int, backend: Backend) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact-count mode: DPC-kNN of every frame at once, padded to N, with no data-dependent
     size (``clusters`` [F] per frame, ``total`` their sum, known on the host).
 
@@ -236,10 +236,10 @@ def static_dpc(values: torch.Tensor, candidates: torch.Tensor, clusters: torch.T
     device = values.device
     count = candidates.sum(dim=1)  # [F]
     order = torch.argsort((~candidates).to(torch.int8), dim=1, stable=True)  # candidates first
-    z = values.view(frames, n, dim).gather(1, order[:, :, None].expand(frames, n, dim))
+    rows = torch.arange(frames, device=device)[:, None] * n + order  # [F, P] rows of values
     pos = torch.arange(n, device=device)
     valid = pos[None, :] < count[:, None]  # [F, P]
-    dist = _frame_distances(z, count) / math.sqrt(dim)
+    dist = _frame_distances(values, rows, count, backend) / math.sqrt(dim)
     dist = dist.masked_fill(~valid[:, None, :], math.inf)
 
     knn_t = torch.minimum(clusters, torch.full_like(clusters, knn)).clamp_min(1)
@@ -276,19 +276,17 @@ def static_dpc(values: torch.Tensor, candidates: torch.Tensor, clusters: torch.T
     return row.view(-1), centres
 
 
-def _frame_distances(z: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """[F, P, P] ||z_i - z_j|| of every frame of z [F, P, D] as torch.cdist computes them on that
-    frame's ``count`` rows alone: directly for at most 25 rows, else in its matmul form."""
-    frames, width, dim = z.shape
+def _frame_distances(values: torch.Tensor, rows: torch.Tensor, count: torch.Tensor,
+                     backend: Backend) -> torch.Tensor:
+    """[F, P, P] ||z_i - z_j|| between the rows ``rows`` [F, P] of ``values`` of every frame, as
+    torch.cdist computes them on that frame's ``count`` rows alone: directly for at most 25
+    rows, else in its matrix form (``distances``)."""
+    width = rows.shape[1]
     short = min(width, CDIST_MM_ROWS)
-    direct = torch.cdist(z[:, :short], z[:, :short])
+    direct = distances(values, None, rows[:, :short], backend)
     if width <= CDIST_MM_ROWS:
         return direct
-    sq = torch.pow(z, 2).sum(dim=-1)
-    ones = torch.ones_like(sq)
-    lhs = torch.cat([z * -2, sq[..., None], ones[..., None]], dim=-1)
-    rhs = torch.cat([z, ones[..., None], sq[..., None]], dim=-1)
-    mm = torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min(0).sqrt()
+    squares = backend.empty("dpc_squares", tuple(values.shape), values.dtype, values.device)
+    mm = distances(values, torch.pow(values, 2, out=squares).sum(dim=-1), rows, backend)
     direct = torch.nn.functional.pad(direct, (0, width - short, 0, width - short))
-    use_direct = (count <= CDIST_MM_ROWS)[:, None, None]
-    return torch.where(use_direct, direct, mm)
+    return torch.where((count <= CDIST_MM_ROWS)[:, None, None], direct, mm)
