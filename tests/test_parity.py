@@ -56,5 +56,22 @@ def test_published_sweep(case, backend):
     x = torch.from_numpy(d["tokens_in"]).to(device())
     a = torch.from_numpy(d["cls_attn"]).to(device())
     out = flashvid.compress(x, a, sweep_config(meta, backend=backend))
-    np.testing.assert_array_equal(out.indices.cpu().numpy(), d["indices"], err_msg=str(meta))
-    assert_tokens_match(out.tokens.cpu().numpy(), d["tokens_out"], d["indices"])
+    got, want = out.indices.cpu().numpy(), d["indices"]
+    repeats = len(want) != len(np.unique(want))
+    if backend == "triton" and repeats and not np.array_equal(got, want):
+        # Quirk Q2: once only picked tokens score above the rest, which one "adts" picks again
+        # rests on the last bit of its self-distance (rounding noise around 0), and the kernel
+        # sums in another order than the published code: the backends may repeat different
+        # tokens (README, "Exactness"). Everything else must be equal.
+        positions, got_count = np.unique(got, return_counts=True)
+        want_positions, want_count = np.unique(want, return_counts=True)
+        assert len(got) == len(want) and np.array_equal(positions, want_positions), meta
+        differ = positions[got_count != want_count]
+        kinds = out.kinds.cpu().numpy()
+        assert (kinds[np.isin(got, differ)] == flashvid.KIND_ADTS).all()  # only ADTS repeats
+        once = positions[(got_count == 1) & (want_count == 1)]
+        mine, theirs = np.isin(got, once), np.isin(want, once)
+        assert_tokens_match(out.tokens.cpu().numpy()[mine], d["tokens_out"][theirs], got[mine])
+        return
+    np.testing.assert_array_equal(got, want, err_msg=str(meta))
+    assert_tokens_match(out.tokens.cpu().numpy(), d["tokens_out"], want)

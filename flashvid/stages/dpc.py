@@ -162,12 +162,18 @@ def distances(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.T
         batch = values[rows]
         return torch.cdist(batch, batch)
     dim = values.shape[1]
+    norms = sq_norms[rows]
+    if torch.compiler.is_compiling():  # the same operands, without out= into views
+        z = values[rows]
+        ones = torch.ones_like(norms)[..., None]
+        lhs = torch.cat([z * -2, norms[..., None], ones], dim=-1)
+        rhs = torch.cat([z, ones, norms[..., None]], dim=-1)
+        return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min(0).sqrt()
     shape = (g, width, dim + 2)
     lhs = backend.empty("dpc_lhs", shape, values.dtype, values.device)
     rhs = backend.empty("dpc_rhs", shape, values.dtype, values.device)
     torch.index_select(values, 0, rows.reshape(-1), out=rhs.view(g * width, dim + 2)[:, :dim])
     torch.mul(rhs[..., :dim], -2, out=lhs[..., :dim])
-    norms = sq_norms[rows]
     lhs[..., dim], lhs[..., dim + 1] = norms, 1.0
     rhs[..., dim], rhs[..., dim + 1] = 1.0, norms
     return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min_(0).sqrt_()

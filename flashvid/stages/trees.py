@@ -38,17 +38,23 @@ class Trees:
 def trees(x: torch.Tensor, forest: Forest, candidates: torch.Tensor, total: int, seg: Segments,
           cfg: FlashVIDConfig, backend: Backend) -> Trees:
     """Roots and tree values of the ``total`` candidates ([F, N] bool mask)."""
-    frames, n, dim = x.shape
-    gid = torch.arange(frames * n, device=x.device).view(frames, n)
-    prev_gid = (gid - n).clamp_min(0)
-    parent = torch.where(forest.merged, prev_gid.gather(1, forest.parent.clamp_min(0)), -1)
-    parent = parent.view(-1)
-    root = tree_roots(parent, seg.longest - 1)
+    dim = x.shape[2]
+    parent, root = _links(forest, seg)
     targets = compact(candidates.reshape(-1), total)
     wd = torch.float64 if x.dtype == torch.float64 else torch.float32
     values = tree_values(x.reshape(-1, dim).to(wd), root, parent, targets, cfg.aggregation,
                          backend)
     return Trees(parent, root, targets, values)
+
+
+def _links(forest: Forest, seg: Segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """([F*N] flat position each token merged into or -1, [F*N] its tree's root)."""
+    frames, n = forest.merged.shape
+    gid = torch.arange(frames * n, device=forest.merged.device).view(frames, n)
+    prev_gid = (gid - n).clamp_min(0)
+    parent = torch.where(forest.merged, prev_gid.gather(1, forest.parent.clamp_min(0)), -1)
+    parent = parent.view(-1)
+    return parent, tree_roots(parent, seg.longest - 1)
 
 
 def tree_roots(parent: torch.Tensor, max_depth: int) -> torch.Tensor:
@@ -92,12 +98,8 @@ def static_trees(x: torch.Tensor, forest: Forest, seg: Segments, cfg: FlashVIDCo
     """Exact-count mode: roots and the tree value at every token's position ([F*N, D], valid at
     the roots), with no data-dependent size."""
     frames, n, dim = x.shape
-    gid = torch.arange(frames * n, device=x.device).view(frames, n)
-    prev_gid = (gid - n).clamp_min(0)
-    parent = torch.where(forest.merged, prev_gid.gather(1, forest.parent.clamp_min(0)), -1)
-    parent = parent.view(-1)
-    root = tree_roots(parent, seg.longest - 1)
+    parent, root = _links(forest, seg)
     wd = torch.float64 if x.dtype == torch.float64 else torch.float32
-    every = gid.view(-1)
+    every = torch.arange(frames * n, device=x.device)
     return Trees(parent, root, every, tree_values(x.reshape(-1, dim).to(wd), root, parent,
                                                   every, cfg.aggregation, backend))
