@@ -1,7 +1,7 @@
 """``flashvid bench`` (also ``python -m benchmarks``): stage and end-to-end microbenchmarks.
 
-For each shape and provider (reference, torch, triton) and each stage (adts, tstm, trees, dpc,
-compress), the provider's output is first checked against the reference on the same inputs,
+For each shape and provider (reference, torch, triton) and each stage (dyseg, adts, tstm, trees,
+dpc, compress), the provider's output is first checked against the reference on the same inputs,
 then timed after a warm-up: CUDA events on the GPU, a monotonic clock with synchronisation
 elsewhere; the median and p20/p80 of the repeats are reported, with ratios against the reference
 and against the floor measured in the same run (see ``floors``). Results go to JSON lines and
@@ -42,6 +42,14 @@ PRESET_SHAPES: dict[str, tuple[int, int, int]] = {
 QUICK = ("llava_onevision", [(12, 49, 64), (24, 49, 64)])
 PROVIDERS = ("reference", "torch", "triton")
 DEFAULT_OUT = "bench-results"
+DESCRIPTION = (
+    "Stage and end-to-end microbenchmarks of FlashVID. For each shape, provider (reference, "
+    "torch, triton) and stage (dyseg, adts, tstm, trees, dpc, compress), the provider's output "
+    "is first checked against the reference on the same inputs, then timed after a warm-up "
+    "(CUDA events on a GPU, a monotonic clock elsewhere). It reports the median and p20/p80 "
+    "of the repeats, with ratios against the reference and against the floor measured in the "
+    "same run, and writes bench.jsonl and bench.csv (device, versions, git revision); --plot "
+    "draws PNG plots from those files.")
 FIELDS = ["run", "time_utc", "device", "torch", "triton", "cuda", "git", "threads", "preset",
           "frames", "tokens", "dim", "dtype", "retention", "provider", "stage", "median_ms",
           "p20_ms", "p80_ms", "repeats", "floor_ms", "vs_reference", "vs_floor", "correct",
@@ -51,7 +59,7 @@ FIELDS = ["run", "time_utc", "device", "torch", "triton", "cuda", "git", "thread
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` on the ``flashvid`` parser."""
     p = sub.add_parser("bench", help="time each stage of each backend against the reference "
-                                     "and the floor", description=__doc__)
+                                     "and the floor", description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(run=run_command)
 
@@ -87,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..backends import Backend
+from ..backends import Backend, work_dtype
 from ..config import FlashVIDConfig
 from .dyseg import Segments
 from .tstm import Forest
@@ -41,7 +41,7 @@ def trees(x: torch.Tensor, forest: Forest, candidates: torch.Tensor, total: int,
     dim = x.shape[2]
     parent, root = _links(forest, seg)
     targets = compact(candidates.reshape(-1), total)
-    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    wd = work_dtype(x.dtype)
     values = tree_values(x.reshape(-1, dim).to(wd), root, parent, targets, cfg.aggregation,
                          backend)
     return Trees(parent, root, targets, values)
@@ -99,7 +99,7 @@ def static_trees(x: torch.Tensor, forest: Forest, seg: Segments, cfg: FlashVIDCo
     the roots), with no data-dependent size."""
     frames, n, dim = x.shape
     parent, root = _links(forest, seg)
-    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    wd = work_dtype(x.dtype)
     every = torch.arange(frames * n, device=x.device)
     return Trees(parent, root, every, tree_values(x.reshape(-1, dim).to(wd), root, parent,
                                                   every, cfg.aggregation, backend))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..backends import Backend, Edges, FrameStats
+from ..backends import Backend, Edges, FrameStats, work_dtype
 from ..config import FlashVIDConfig
 from .dyseg import Segments
 from .util import unit_rows
@@ -100,7 +100,7 @@ def candidates(forest: Forest, eligible: torch.Tensor, seg: Segments,
 def same_position_edges(x: torch.Tensor, eligible: torch.Tensor, seg: Segments) -> Edges:
     """TTM baseline edges: token n of frame t may only link to token n of frame t-1."""
     frames, n, _ = x.shape
-    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    wd = work_dtype(x.dtype)
     xh = unit_rows(x.to(wd))
     sim = torch.sum(xh[1:] * xh[:-1], dim=-1)  # [F-1, N]
     ok = eligible[1:] & eligible[:-1] & ~seg.start[1:, None]
