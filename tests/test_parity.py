@@ -57,21 +57,33 @@ def test_published_sweep(case, backend):
     a = torch.from_numpy(d["cls_attn"]).to(device())
     out = flashvid.compress(x, a, sweep_config(meta, backend=backend))
     got, want = out.indices.cpu().numpy(), d["indices"]
-    repeats = len(want) != len(np.unique(want))
-    if backend == "triton" and repeats and not np.array_equal(got, want):
-        # Quirk Q2: once only picked tokens score above the rest, which one "adts" picks again
-        # rests on the last bit of its self-distance (rounding noise around 0), and the kernel
-        # sums in another order than the published code: the backends may repeat different
-        # tokens (README, "Exactness"). Everything else must be equal.
-        positions, got_count = np.unique(got, return_counts=True)
-        want_positions, want_count = np.unique(want, return_counts=True)
-        assert len(got) == len(want) and np.array_equal(positions, want_positions), meta
-        differ = positions[got_count != want_count]
-        kinds = out.kinds.cpu().numpy()
-        assert (kinds[np.isin(got, differ)] == flashvid.KIND_ADTS).all()  # only ADTS repeats
-        once = positions[(got_count == 1) & (want_count == 1)]
-        mine, theirs = np.isin(got, once), np.isin(want, once)
-        assert_tokens_match(out.tokens.cpu().numpy()[mine], d["tokens_out"][theirs], got[mine])
+    if backend == "triton" and not np.array_equal(got, want):
+        check_q2_segments_only(out, d, meta)
         return
     np.testing.assert_array_equal(got, want, err_msg=str(meta))
     assert_tokens_match(out.tokens.cpu().numpy(), d["tokens_out"], want)
+
+
+def check_q2_segments_only(out, d, meta) -> None:
+    """Triton may differ from the published output only in segments where the published code
+    picked an ADTS token twice (quirk Q2): there, whether "adts" repeats a picked token or
+    takes a new one rests on the sign of a self-distance that is rounding noise around 0, and
+    the kernel sums in another order (README, "Exactness"). Every other segment must be equal,
+    row for row."""
+    got, want = out.indices.cpu().numpy(), d["indices"]
+    n = d["cls_attn"].shape[1]
+    positions, counts = np.unique(want, return_counts=True)
+    repeated = []  # positions the published output holds twice with the same (raw) token
+    for g in positions[counts > 1]:
+        rows = d["tokens_out"][want == g]
+        if np.allclose(rows[0], rows[1:], atol=0, rtol=0):
+            repeated.append(g)
+    starts = np.flatnonzero(out.segment_starts.cpu().numpy()).tolist() + [out.num_frames]
+    for a, b in zip(starts, starts[1:]):
+        mine = (got >= a * n) & (got < b * n)
+        theirs = (want >= a * n) & (want < b * n)
+        if any(a * n <= g < b * n for g in repeated):
+            continue  # the quirk Q2 zone
+        np.testing.assert_array_equal(got[mine], want[theirs], err_msg=str(meta))
+        assert_tokens_match(out.tokens.cpu().numpy()[mine], d["tokens_out"][theirs], got[mine])
+    assert repeated, f"a difference outside any quirk Q2 segment: {meta}"
