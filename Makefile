@@ -7,7 +7,7 @@
 #   make test-quick   the suite without the tests marked slow (pytest -m "not slow")
 #   make docs-demo    regenerates docs/demo/ (figures, tables, plot) with the committed code
 #   make test-vllm  creates .venv-vllm (vLLM's CPU build, which pins transformers < 5.20, so it is
-#               not .venv), then runs tests/vllm: the vLLM plugin on tiny random Qwen2.5-VL and
+#               not .venv), then runs tests/integrations/vllm: the vLLM plugin on tiny random Qwen2.5-VL and
 #               Qwen3-VL models (about 6 minutes to install, 3 to test, on 2 cores)
 #   make test-hf-floor  the adapter tests again in .venv-hf-floor, on the oldest transformers
 #               the `hf` extra allows
@@ -54,8 +54,8 @@ docs-demo: $(STAMP)
 # version runs the adapter tests only (CI runs it after `make test`; the newest release is in .venv).
 HF_FLOOR    ?= 5.18.0
 FLOOR_VENV  ?= .venv-hf-floor
-ADAPTER_TESTS := tests/test_adapters.py tests/test_adapters_importance.py \
-                 tests/test_adapters_serving.py tests/test_llm_prune.py
+ADAPTER_TESTS := tests/integrations/test_adapters.py tests/integrations/test_adapters_importance.py \
+                 tests/integrations/test_adapters_serving.py tests/integrations/test_llm_prune.py
 
 $(FLOOR_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
@@ -68,18 +68,18 @@ test-hf-floor: $(FLOOR_VENV)/.installed
 
 # The registry's torchaudio/torchcodec/torchvision are CUDA builds that do not load beside the
 # CPU torch: torchaudio and torchcodec are removed (nothing here uses them); torchvision, which
-# transformers' video processors need, gets the import fallback of tests/vllm/cpu_torchvision_fix.py.
-$(VLLM_STAMP): setup.cfg pyproject.toml tests/vllm/cpu_torchvision_fix.py
+# transformers' video processors need, gets the import fallback of tests/integrations/vllm/cpu_torchvision_fix.py.
+$(VLLM_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_fix.py
 	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q $(TORCH_PIN)
 	$(VLLM_PY) -m pip install -q $(VLLM_PIN) "pytest>=7"
 	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec
-	$(VLLM_PY) tests/vllm/cpu_torchvision_fix.py
+	$(VLLM_PY) tests/integrations/vllm/cpu_torchvision_fix.py
 	$(VLLM_PY) -m pip install -q --no-deps -e .
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_PY) -m pytest -q tests/vllm
+	$(VLLM_PY) -m pytest -q tests/integrations/vllm
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check flashvid flashvid_kernels benchmarks tests

@@ -44,7 +44,7 @@ env = {"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.ge
        "nvidia_smi": smi.stdout.strip(), "torch": torch.__version__, "cuda": torch.version.cuda,
        "triton": triton.__version__, "python": platform.python_version(), "git": git or None,
        "commands": {
-           "tests": "pytest -q -n 8 tests/test_kernels.py tests/test_backends.py tests/test_parity.py",
+           "tests": "pytest -q -n 8 tests/kernels/test_kernels.py tests/core/test_backends.py tests/core/test_parity.py",
            "bench": "flashvid bench --device cuda --dtype bfloat16 --preset llava_onevision "
                     "--preset llava_video --preset qwen2_5_vl --preset qwen3_vl "
                     "--shape 1024x196x3584 --out benchmarks/results/<device>"}}
@@ -57,7 +57,7 @@ EOF
 XDIST=""
 $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
 capped 210 $PY -m pytest -q -ra $XDIST --durations=15 --junitxml="$RES/pytest.xml" \
-    tests/test_kernels.py tests/test_backends.py tests/test_parity.py 2>&1 | tee "$RES/pytest.log"
+    tests/kernels/test_kernels.py tests/core/test_backends.py tests/core/test_parity.py 2>&1 | tee "$RES/pytest.log"
 TESTS_RC=${PIPESTATUS[0]}
 echo "[gpu_check] tests exit $TESTS_RC"
 

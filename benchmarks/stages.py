@@ -24,7 +24,7 @@ import torch
 
 from flashvid import reference
 from flashvid.backends import get_backend, work_dtype
-from flashvid.backends.torch import TorchBackend
+from flashvid.backends.pytorch import TorchBackend
 from flashvid.compress import compress
 from flashvid.config import Budget, FlashVIDConfig
 from flashvid.stages import adts as adts_stage

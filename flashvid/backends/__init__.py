@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 import torch
-import torch as _torch  # the submodule .torch shadows the name `torch` in this namespace
 
 
 class FrameStats(NamedTuple):
@@ -84,7 +83,7 @@ def get_backend(name: str) -> Backend:
 
             _INSTANCES[name] = TritonBackend()
         elif name == "torch":
-            from .torch import TorchBackend
+            from .pytorch import TorchBackend
 
             _INSTANCES[name] = TorchBackend()
         else:
@@ -94,4 +93,4 @@ def get_backend(name: str) -> Backend:
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype decisions are computed in: float64 for float64 input, float32 otherwise."""
-    return _torch.float64 if dtype == _torch.float64 else _torch.float32
+    return torch.float64 if dtype == torch.float64 else torch.float32

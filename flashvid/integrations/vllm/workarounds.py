@@ -22,7 +22,7 @@ Each one can be deleted with its call site once vLLM fixes the bug.
    shorter than one frame a whole frame of positions. ``FlashVIDModelMixin`` replaces both steps
    for the plugin's classes while pruning is on (``_flashvid_prompt_positions``,
    ``_flashvid_recompute_positions``): each media item is placed at its recorded prompt span.
-   Checked against positions of the uncompressed prompt in ``tests/vllm``.
+   Checked against positions of the uncompressed prompt in ``tests/integrations/vllm``.
 """
 
 from __future__ import annotations

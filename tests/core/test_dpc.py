@@ -13,7 +13,7 @@ from helpers import FIXTURES, fixture_config, fixture_segments, load_fixture
 
 import flashvid
 from flashvid import reference
-from flashvid.backends.torch import TorchBackend
+from flashvid.backends.pytorch import TorchBackend
 from flashvid.stages import dpc as stage
 from flashvid.stages import dyseg
 

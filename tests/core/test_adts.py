@@ -11,7 +11,7 @@ from helpers import FIXTURES, compress_fixture, fixture_segments, random_video
 
 import flashvid
 from flashvid import reference
-from flashvid.backends.torch import TorchBackend
+from flashvid.backends.pytorch import TorchBackend
 from flashvid.stages import adts as stage
 from flashvid.stages import dyseg
 

@@ -8,7 +8,7 @@ import torch
 
 import flashvid
 from flashvid import reference
-from flashvid.backends.torch import TorchBackend
+from flashvid.backends.pytorch import TorchBackend
 from flashvid.stages import dyseg
 from flashvid.stages.trees import tree_roots, trees
 from flashvid.stages.tstm import Forest
