@@ -27,7 +27,7 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
     frames, n, dim = p.x.shape
     es = p.x.element_size()
     pairs = sum(length - 1 for length in p.seg.lengths)
-    dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.counts, p.plan.clusters) if k)
+    dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.counts, p.clusters) if k)
     candidates = sum(p.counts)
     tokens = frames * n * dim * es
     work = {
@@ -53,7 +53,7 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     b_pairs = xh[[t - 1 for t in cur]].contiguous() if cur else None
     groups: dict[int, list[torch.Tensor]] = {}
     row = 0
-    for c, k in zip(p.counts, p.plan.clusters):
+    for c, k in zip(p.counts, p.clusters):
         if k:
             groups.setdefault(c, []).append(p.values[row : row + c])
         row += c

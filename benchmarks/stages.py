@@ -24,18 +24,17 @@ import torch
 
 from flashvid import reference
 from flashvid.backends import get_backend, work_dtype
-from flashvid.backends.pytorch import TorchBackend
 from flashvid.compress import compress
 from flashvid.config import Budget, FlashVIDConfig
 from flashvid.stages import adts as adts_stage
 from flashvid.stages import dpc as dpc_stage
 from flashvid.stages import dyseg as dyseg_stage
 from flashvid.stages import tstm as tstm_stage
-from flashvid.stages.adts import adts
-from flashvid.stages.dpc import Clusters, Plan, dpc
+from flashvid.stages.dpc import Clusters
 from flashvid.stages.dyseg import Segments
 from flashvid.stages.trees import trees
-from flashvid.stages.tstm import Forest, tstm
+from flashvid.stages.tstm import Forest
+from flashvid.workspace import Workspace
 
 STAGES = ("dyseg", "adts", "tstm", "trees", "dpc", "compress")
 # |got - want| <= TOLERANCE[dtype] * max(1, max |want|) for values (indices are compared exactly)
@@ -57,47 +56,66 @@ class Prepared:
     forest: Forest
     candidates: torch.Tensor
     counts: list[int]
+    targets: torch.Tensor
     values: torch.Tensor
-    plan: Plan
+    clusters: list[int]
+    keep: list[bool]
 
 
 def prepare(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig) -> Prepared:
-    """Run the torch stages once (with fresh buffers, so the results stay valid)."""
-    backend = TorchBackend(reuse_buffers=False)
+    """Run the torch stages once (in a workspace of fresh tensors, so the results stay
+    valid)."""
+    backend = get_backend("torch")
     frames, n, _ = x.shape
     budget = cfg.budget(n)
-    lengths = _dyseg(x, cfg)
-    seg = dyseg_stage.make_segments(lengths, x.device)
+    seg = dyseg_stage.from_lengths(_dyseg(x, cfg), x.device)
     means = dyseg_stage.frame_means(x, work_dtype(x.dtype))
     event_mean = adts_stage.event_mean(means, seg) if cfg.selection == "adts" else None
-    picks = _fast_adts(x, a, cfg, budget, event_mean, backend)
+    with Workspace(x.device, pooled=False) as ws:
+        picks = _fast_adts(x, a, cfg, budget, event_mean, backend, ws)
     eligible = torch.ones(frames, n, dtype=torch.bool, device=x.device)
     eligible.scatter_(1, picks, False)
-    forest = _fast_tstm(x, cfg, budget, seg, eligible, backend)
-    candidates = tstm_stage.candidates(forest, eligible, seg, cfg)
+    with Workspace(x.device, pooled=False) as ws:
+        forest = _fast_tstm(x, cfg, budget, seg, eligible, backend, ws)
+    candidates = tstm_stage.candidates(forest, eligible, seg, cfg.dedupe)
     counts = candidates.sum(dim=1).tolist()
-    values = trees(x, forest, candidates, sum(counts), seg, cfg, backend).values
-    plan = dpc_stage.plan(counts, seg, budget, cfg)
+    with Workspace(x.device, pooled=False) as ws:
+        tree = trees(x, forest, candidates, sum(counts), seg, cfg.aggregation, ws)
+    clusters, keep = dpc_stage.published_counts(counts, seg, (budget.total,) * frames,
+                                                budget.adts, cfg.spatial_merge)
     return Prepared(x, a, cfg, budget, seg, event_mean, picks, eligible, forest, candidates,
-                    counts, values, plan)
+                    counts, tree.targets, tree.values, clusters, keep)
 
 
 # --------------------------------------------------------------------------- fast providers
 def fast_stage(p: Prepared, stage: str, backend_name: str) -> Callable[[], object]:
-    """A zero-argument callable running ``stage`` of the ``backend_name`` backend."""
+    """A zero-argument callable running ``stage`` of the ``backend_name`` backend (in a
+    workspace of its own, as the pipeline runs it)."""
     cfg = p.cfg.replace(backend=backend_name)
     backend = get_backend(backend_name)
+    device = p.x.device
+
+    def in_workspace(fn):
+        def call():
+            with Workspace(device) as ws:
+                out = fn(ws)
+                return out.clone() if isinstance(out, torch.Tensor) else out
+        return call
+
     if stage == "dyseg":
         return lambda: _dyseg(p.x, cfg)
     if stage == "adts":
-        return lambda: _fast_adts(p.x, p.a, cfg, p.budget, p.event_mean, backend)
+        return in_workspace(lambda ws: _fast_adts(p.x, p.a, cfg, p.budget, p.event_mean,
+                                                  backend, ws))
     if stage == "tstm":
-        return lambda: _fast_tstm(p.x, cfg, p.budget, p.seg, p.eligible, backend)
+        return in_workspace(lambda ws: _fast_tstm(p.x, cfg, p.budget, p.seg, p.eligible,
+                                                  backend, ws))
     if stage == "trees":
-        return lambda: trees(p.x, p.forest, p.candidates, sum(p.counts), p.seg, cfg,
-                             backend).values
+        return in_workspace(lambda ws: trees(p.x, p.forest, p.candidates, sum(p.counts), p.seg,
+                                             cfg.aggregation, ws).values)
     if stage == "dpc":
-        return lambda: dpc(p.values, p.counts, p.plan, cfg, backend)
+        return in_workspace(lambda ws: dpc_stage.dpc(p.values, p.targets, p.counts, p.clusters,
+                                                     p.keep, cfg.dpc_knn, ws))
     return lambda: compress(p.x, p.a, cfg)
 
 
@@ -106,20 +124,30 @@ def _dyseg(x: torch.Tensor, cfg: FlashVIDConfig) -> list[int]:
         return [x.shape[0]]
     means = dyseg_stage.frame_means(x, work_dtype(x.dtype))
     sim = dyseg_stage.transition_similarity(means).tolist()
-    return dyseg_stage.segment_lengths(sim, [x.shape[0]], cfg)
+    return dyseg_stage.published_lengths(sim, (x.shape[0],), cfg.segment_threshold,
+                                         cfg.min_segments, cfg.complementary_segments)
 
 
-def _fast_adts(x, a, cfg, budget, event_mean, backend) -> torch.Tensor:
-    gram = adts_stage.needs_gram(cfg, budget.adts)
-    stats = backend.frame_stats(x, event_mean=event_mean if gram else None, gram=gram,
-                                segments=None) if gram else None
-    return adts(x, a, stats, cfg, budget.adts, backend)
+def _fast_adts(x, a, cfg, budget, event_mean, backend, ws) -> torch.Tensor:
+    gram = budget.adts > 0 and cfg.selection != "attention"
+    stats = None
+    if gram:
+        stats = backend.token_norms(x, ws, unit=True)
+        stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True,
+                                    segments=None)
+    return adts_stage.adts(x, a, stats, cfg.selection, budget.adts, cfg.dedupe, backend, ws)
 
 
-def _fast_tstm(x, cfg, budget, seg, eligible, backend) -> Forest:
-    pairs = tstm_stage.needs_pairs(cfg, seg, budget.merge)
-    stats = backend.frame_stats(x, event_mean=None, gram=False, segments=seg) if pairs else None
-    return tstm(x, stats, eligible, seg, cfg, budget.total, backend)
+def _fast_tstm(x, cfg, budget, seg, eligible, backend, ws) -> Forest:
+    pairs = (budget.merge > 0 and tstm_stage.runs(cfg.temporal_threshold, seg)
+             and cfg.temporal_merge == "tstm")
+    stats = None
+    if pairs:
+        stats = backend.token_norms(x, ws, unit=True)
+        stats = backend.frame_stats(x, stats, ws, event_mean=None, gram=False, segments=seg)
+    budgets = torch.full((x.shape[0],), budget.total, dtype=torch.long, device=x.device)
+    return tstm_stage.tstm(x, stats, eligible, seg, cfg.temporal_threshold, cfg.temporal_merge,
+                           budgets, backend, ws)
 
 
 # --------------------------------------------------------------------------- reference provider
@@ -154,8 +182,8 @@ def _reference_dpc(p: Prepared) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
     frame_values = list(p.values.split(p.counts))
     for start, end in reference.spans(p.seg.lengths):
-        if any(p.plan.clusters[start:end]):
-            results = reference.dpc(frame_values[start:end], p.plan.clusters[start:end],
+        if any(p.clusters[start:end]) and not p.keep[start]:
+            results = reference.dpc(frame_values[start:end], p.clusters[start:end],
                                     p.cfg.dpc_knn)
             out += [r for r in results if r is not None]
     return out
@@ -189,13 +217,17 @@ def check(stage: str, got: object, want: object, p: Prepared) -> tuple[bool, str
 
 
 def _dpc_mismatches(p: Prepared, got: Clusters, want) -> int:
+    """Frames whose centres or assignments differ (clusters numbered frame after frame)."""
     row, cluster, frame_results, bad = 0, 0, iter(want), 0
-    for c, k in zip(p.counts, p.plan.clusters):
-        if k > 0:
+    for c, k, kept in zip(p.counts, p.clusters, p.keep):
+        if k > 0 and not kept:
             w_assign, w_centres = next(frame_results)
-            g_centres = got.centres[cluster : cluster + k] - row
-            g_assign = got.assign[row : row + c] - cluster
-            bad += int(not (torch.equal(g_centres, w_centres) and torch.equal(g_assign, w_assign)))
+            g_centres = got.centres[cluster : cluster + k]
+            g_assign = got.row[row : row + c] - cluster
+            bad += int(not (torch.equal(g_centres, p.targets[row + w_centres])
+                            and torch.equal(g_assign, w_assign)))
+            cluster += k
+        elif kept:
+            cluster += c
         row += c
-        cluster += k
     return bad

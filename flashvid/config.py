@@ -36,12 +36,12 @@ class Budget(NamedTuple):
 class ExactBudget(NamedTuple):
     """The exact-count split of K output rows over F frames (``FlashVIDConfig.exact_budget``).
 
-    ``frame_totals[t]`` = floor((t+1) K / F) - floor(t K / F) rows for frame t (they differ by at
+    ``frame_budgets[t]`` = floor((t+1) K / F) - floor(t K / F) rows for frame t (they differ by at
     most one and sum to K); every frame keeps ``adts`` ADTS tokens; ``merge[t]`` =
-    frame_totals[t] - adts is frame t's share of its segment's merge budget.
+    frame_budgets[t] - adts is frame t's share of its segment's merge budget.
     """
 
-    frame_totals: list[int]
+    frame_budgets: list[int]
     adts: int
     merge: list[int]
 
@@ -178,12 +178,12 @@ class FlashVIDConfig:
             raise ValueError(f"num_tokens must be in [{frames}, {frames * n}] (at least one token "
                              f"per frame, at most every token) for {frames} frames of {n} "
                              f"tokens, got {k}")
-        totals = [(t + 1) * k // frames - t * k // frames for t in range(frames)]
+        budgets = [(t + 1) * k // frames - t * k // frames for t in range(frames)]
         base = k // frames
         adts = math.ceil(base * self.alpha)
         if adts == base and k > frames * base:
             adts = base - 1
-        return ExactBudget(totals, adts, [b - adts for b in totals])
+        return ExactBudget(budgets, adts, [b - adts for b in budgets])
 
     def replace(self, **changes: Any) -> FlashVIDConfig:
         """A copy with some fields changed (validated). Unknown names raise TypeError."""
@@ -222,6 +222,17 @@ class FlashVIDConfig:
         """A preset by name: one of ``PRESETS`` ("-" and "." may replace "_"; "llava_ov" is
         llava_onevision)."""
         return getattr(cls, preset_name(name))(**overrides)
+
+
+def with_overrides(config: FlashVIDConfig | None, overrides: dict[str, Any],
+                   default: FlashVIDConfig | None = None) -> FlashVIDConfig:
+    """``config`` (``default``, or the published LLaVA-OneVision setting, when None) with the
+    field ``overrides`` applied; a TypeError for anything but a FlashVIDConfig or None."""
+    if config is None:
+        config = default if default is not None else FlashVIDConfig()
+    elif not isinstance(config, FlashVIDConfig):
+        raise TypeError(f"config must be a FlashVIDConfig or None, got {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config
 
 
 def preset_name(name: str) -> str:

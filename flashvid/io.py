@@ -124,12 +124,32 @@ def check_output_path(path: str | Path) -> Path:
     if path.is_dir():
         raise ValueError(f"{path} is a folder; expected a file name ending in one of "
                          f"{list(SUFFIXES)}")
+    existed = path.exists()
+    try:  # the folder exists, but may still not take a new file (read-only, /proc, ...)
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise ValueError(_unwritable(path, err)) from None
+    if not existed:
+        path.unlink()
     return path
+
+
+def _unwritable(path: Path, err: OSError) -> str:
+    return (f"cannot write the output file {path}: {err.strerror or err}; expected a path in a "
+            "folder where a new file can be created")
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write tensors to ``.pt``/``.pth``, ``.npz`` or ``.safetensors`` (by suffix)."""
     path = check_output_path(path)
+    try:
+        _write(path, tensors)
+    except OSError as err:
+        raise ValueError(_unwritable(path, err)) from None
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     suffix = path.suffix.lower()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     if suffix in (".pt", ".pth"):

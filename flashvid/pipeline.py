@@ -1,12 +1,21 @@
-"""The fast FlashVID pipeline: dyseg -> adts -> tstm -> trees -> dpc -> assemble.
+"""The fast FlashVID pipeline: plan -> decide (dyseg, adts, tstm, trees, dpc) -> apply
+(assemble).
+
+One flow for every mode. The :class:`~flashvid.plan.Plan` fixes before any value is read what
+runs, every frame's budget, and where data-dependent sizes live:
+
+* host-sized plans (the default mode; exact-count mode on the CPU, where a fetch is free) fetch
+  the two things output sizes depend on, at the two marked points: the segment cuts (with the
+  input checks) and the spatial-merge sizes. float16 input with the published "official" tree
+  arithmetic fetches once more, to check that no merged token overflows float16;
+* static plans (exact-count mode on CUDA and while compiling) keep every size on the device,
+  check values with device-side assertions, and never synchronise.
 
 Everything is batched over frames, and over videos: a batch is a flat frame list whose segments
-never cross a video boundary. The stages (``flashvid.stages``) return decisions; the heavy
-per-frame work comes from a backend (``flashvid.backends``). There are no per-token or per-frame
-Python loops. The host synchronises twice, at the two places where output sizes depend on the
-data, both marked below: the segment cuts (fetched together with the input checks) and the
-per-frame spatial-merge sizes. float16 input with the published "official" tree arithmetic
-takes a third, to check that no merged token overflows float16.
+never cross a video boundary. The stages (``flashvid.stages``) take the scalars they need and
+return decisions; the heavy per-frame work comes from a backend (``flashvid.backends``); the
+call's scratch memory is one :class:`~flashvid.workspace.Workspace`. There are no per-token or
+per-frame Python loops.
 
 Arithmetic: decisions are made in float32 (float64 for float64 input) whatever the input dtype;
 merged tokens are cast back to the input dtype; ADTS tokens are copied bit for bit.
@@ -16,141 +25,143 @@ from __future__ import annotations
 
 import torch
 
-from .backends import Backend, work_dtype
-from .config import Budget, FlashVIDConfig
-from .stages import adts as adts_stage
+from .backends import Backend
+from .plan import Plan
 from .stages import dpc as dpc_stage
-from .stages import dyseg as dyseg_stage
+from .stages import dyseg
 from .stages import tstm as tstm_stage
-from .stages.adts import adts
-from .stages.assemble import Merge, assemble, assemble_exact
-from .stages.dpc import dpc
-from .stages.trees import static_trees, trees
-from .stages.tstm import tstm
-from .types import CompressedVideo
-from .validation import (
-    MAX_ABS_TOKEN,
-    MAX_IMPORTANCE,
-    check_values,
-    overflow_error,
-    value_bounds,
-)
+from .stages.adts import adts, event_mean
+from .stages.assemble import Assembled, assemble
+from .stages.trees import trees
+from .stages.util import fetch
+from .validation import MAX_ABS_TOKEN, MAX_IMPORTANCE, check_values, overflow_error, value_bounds
+from .workspace import Workspace
 
 
-def run(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, backend: Backend,
-        video_frames: list[int] | None = None) -> list[CompressedVideo]:
-    """Compress the videos of a flat frame list x [F, N, D], a [F, N] (shapes already checked;
-    values are checked here). ``video_frames`` splits the F frames into videos (default: one)."""
+def run(x: torch.Tensor, cls_attn: torch.Tensor, plan: Plan, backend: Backend) -> Assembled:
+    """Compress the videos of a flat frame list x [F, N, D], cls_attn [F, N] (shapes checked;
+    values are checked here) as ``plan`` says."""
+    with Workspace(x.device) as ws:
+        return _run(x, cls_attn, plan, backend, ws)
+
+
+def _run(x: torch.Tensor, cls_attn: torch.Tensor, plan: Plan, backend: Backend,
+         ws: Workspace) -> Assembled:
+    cfg = plan.config
     frames, n, _ = x.shape
-    video_frames = video_frames or [frames]
-    budget = cfg.budget(n)
-    wd = work_dtype(x.dtype)
-    segmenting = cfg.segment and frames > 1
-    means = None
-    if segmenting or (cfg.selection == "adts" and budget.adts > 0):
-        means = dyseg_stage.frame_means(x, wd)
-    fetch = [value_bounds(x, a)]
-    if segmenting:
-        fetch.append(dyseg_stage.transition_similarity(means).double())
-
-    host = torch.cat(fetch).tolist()  # host sync 1: input checks and DySeg similarities
-    check_values(host[:4])
-    lengths = dyseg_stage.segment_lengths(host[4:], video_frames, cfg)
-    seg = dyseg_stage.make_segments(lengths, x.device)
-
-    event_mean = None
-    if cfg.selection == "adts" and budget.adts > 0:
-        event_mean = adts_stage.event_mean(means, seg)
-    gram = adts_stage.needs_gram(cfg, budget.adts)
-    pairs = tstm_stage.needs_pairs(cfg, seg, budget.merge)
+    means = dyseg.frame_means(x, plan.work_dtype) if plan.means else None
+    sim = dyseg.transition_similarity(means) if plan.segment else None
     stats = None
-    if gram or pairs:
-        stats = backend.frame_stats(x, event_mean=event_mean if gram else None, gram=gram,
-                                    segments=seg if pairs else None)
-    picks = adts(x, a, stats, cfg, budget.adts, backend)
+    if plan.gram or plan.pairs or not plan.static:
+        stats = backend.token_norms(x, ws, unit=plan.gram or plan.pairs)
+
+    # ---- the segments, and the input checks
+    if plan.static:
+        _assert_values(x, cls_attn)
+        start = dyseg.stable_starts(sim, plan.video_frames, cfg.segment_threshold,
+                                    cfg.min_segments, cfg.complementary_segments, x.device)
+        seg = dyseg.segments(start, None, max(plan.video_frames))
+    else:
+        a_lo, a_hi = cls_attn.aminmax()
+        checks = torch.stack([stats.norms.amax().double(), a_lo.double(), a_hi.double()])
+        start = cuts = None
+        if sim is not None and plan.exact:
+            start = dyseg.stable_starts(sim, plan.video_frames, cfg.segment_threshold,
+                                        cfg.min_segments, cfg.complementary_segments, x.device)
+            cuts = start
+        elif sim is not None:
+            cuts = sim
+        host = fetch(checks=checks, **({"cuts": cuts} if cuts is not None else {}))
+        # host sync 1: the input checks and the cuts
+        _check_values(host["checks"], x, cls_attn)
+        lengths = _lengths(host.get("cuts", []), plan)
+        if start is None:
+            start = dyseg.starts_of(lengths, x.device)
+        seg = dyseg.segments(start, lengths, max(lengths))
+
+    # ---- ADTS
+    if plan.gram or (plan.pairs and tstm_stage.runs(cfg.temporal_threshold, seg)):
+        stats = backend.frame_stats(
+            x, stats, ws, event_mean=event_mean(means, seg) if plan.event else None,
+            gram=plan.gram, segments=seg if plan.pairs else None)
+    picks = adts(x, cls_attn, stats, cfg.selection, plan.adts, plan.dedupe, backend, ws)
     eligible = torch.ones(frames, n, dtype=torch.bool, device=x.device)
     eligible.scatter_(1, picks, False)
-    merge = None
-    if budget.merge > 0:
-        forest = tstm(x, stats, eligible, seg, cfg, budget.total, backend)
-        candidates = tstm_stage.candidates(forest, eligible, seg, cfg)
 
-        counts = candidates.sum(dim=1).tolist()  # host sync 2: the spatial-merge sizes
-        tree = trees(x, forest, candidates, sum(counts), seg, cfg, backend)
-        plan = dpc_stage.plan(counts, seg, budget, cfg)
-        clusters = dpc(tree.values, counts, plan, cfg, backend) if any(plan.clusters) else None
-        merge = Merge(tree, counts, plan, clusters)
-    out = assemble(x, picks, eligible, seg, video_frames, budget, cfg, merge)
+    # ---- TSTM, trees and the spatial merge
+    tree = clusters = None
+    frame_rows = [plan.adts] * frames  # rows per frame, where known on the host
+    if plan.merge:
+        budgets = plan.frame_budget_tensor(x.device)
+        forest = tstm_stage.tstm(x, stats, eligible, seg, cfg.temporal_threshold,
+                                 cfg.temporal_merge, budgets, backend, ws)
+        candidates = tstm_stage.candidates(forest, eligible, seg, plan.dedupe)
+        counts = candidates.sum(dim=1)
+        if plan.static:
+            clusters_t, keep = dpc_stage.exact_counts(counts, budgets - plan.adts, seg)
+            tree = trees(x, forest, candidates, None, seg, cfg.aggregation, ws)
+            merged = sum(plan.video_rows) - frames * plan.adts
+            width = n - plan.adts if plan.dedupe else n
+            clusters = dpc_stage.dpc_static(tree.values, candidates, clusters_t, keep, merged,
+                                            width, cfg.dpc_knn, ws)
+        else:
+            if plan.exact:
+                clusters_t, keep = dpc_stage.exact_counts(counts, budgets - plan.adts, seg)
+                host = fetch(counts=counts, clusters=clusters_t, keep=keep)  # host sync 2
+                counts_h = [int(c) for c in host["counts"]]
+                clusters_h = [int(k) for k in host["clusters"]]
+                keep_h = [bool(k) for k in host["keep"]]
+            else:
+                counts_h = counts.tolist()  # host sync 2: the spatial-merge sizes
+                clusters_h, keep_h = dpc_stage.published_counts(
+                    counts_h, seg, plan.frame_budgets, plan.adts, cfg.spatial_merge)
+            tree = trees(x, forest, candidates, sum(counts_h), seg, cfg.aggregation, ws)
+            clusters = dpc_stage.dpc(tree.values, tree.targets, counts_h, clusters_h, keep_h,
+                                     cfg.dpc_knn, ws)
+            frame_rows = [r + (c if kp else k)
+                          for r, c, k, kp in zip(frame_rows, counts_h, clusters_h, keep_h)]
+
+    # ---- the rows
+    if plan.video_rows is not None:
+        video_rows = list(plan.video_rows)
+    else:
+        video_rows, first = [], 0
+        for count in plan.video_frames:
+            video_rows.append(sum(frame_rows[first : first + count]))
+            first += count
+    out = assemble(x, picks, eligible, tree, clusters, seg, plan, video_rows)
     if out.overflow is not None:
-        overflow, peak = torch.stack([out.overflow.double(), out.merged_peak.double()]).tolist()
-        # host sync 3 (float16, official aggregation): merged tokens representable
-        if overflow:
-            raise overflow_error(peak, cfg.aggregation)
-    return out.videos
+        _check_overflow(out.overflow, out.merged_peak, cfg.aggregation, plan.static)
+    return out
 
 
-def run_exact(x: torch.Tensor, a: torch.Tensor, cfg: FlashVIDConfig, backend: Backend,
-              video_frames: list[int] | None = None,
-              num_tokens: list[int | None] | None = None) -> tuple[list[CompressedVideo],
-                                                                   torch.Tensor]:
-    """Exact-count mode: every video of the flat frame list gets exactly its K rows
-    (``cfg.exact_budget``), with no data-dependent shape and no host synchronisation.
-
-    All videos must share the ADTS count of their exact budgets (``compress_batch`` groups them
-    so). Value checks: on the CPU the usual ValueError; on CUDA and while being compiled a
-    device-side assertion (``torch._assert_async``), which does not wait for the device.
-    Returns the per-video results and the flat [sum K, D] rows they are views of.
-    """
-    frames, n, _ = x.shape
-    video_frames = video_frames or [frames]
-    num_tokens = num_tokens or [None] * len(video_frames)
-    splits = [cfg.exact_budget(f, n, k) for f, k in zip(video_frames, num_tokens)]
-    k_adts = splits[0].adts
-    if any(s.adts != k_adts for s in splits):
-        raise ValueError("run_exact: every video of one call must keep the same ADTS count")
-    video_rows = [sum(s.frame_totals) for s in splits]
-    merge_total = sum(video_rows) - frames * k_adts
-    top = max(max(s.frame_totals) for s in splits)
-    budget = Budget(top, k_adts, top - k_adts)
-    unique = cfg.replace(dedupe=True)  # exact mode never repeats a position
-    wd = work_dtype(x.dtype)
-    check_values_async(x, a)
-
-    means = dyseg_stage.frame_means(x, wd) if cfg.segment or cfg.selection == "adts" else None
-    sim = dyseg_stage.transition_similarity(means) if cfg.segment and frames > 1 else None
-    seg = dyseg_stage.static_segments(sim, video_frames, cfg, x.device)
-    event_mean = None
-    if cfg.selection == "adts" and k_adts > 0:
-        event_mean = adts_stage.event_mean(means, seg)
-    gram = adts_stage.needs_gram(cfg, k_adts)
-    pairs = tstm_stage.needs_pairs(cfg, seg, merge_total)
-    stats = None
-    if gram or pairs:
-        stats = backend.frame_stats(x, event_mean=event_mean if gram else None, gram=gram,
-                                    segments=seg if pairs else None)
-    picks = adts(x, a, stats, unique, k_adts, backend)
-    eligible = torch.ones(frames, n, dtype=torch.bool, device=x.device)
-    eligible.scatter_(1, picks, False)
-    tree = row = centres = keep = None
-    if merge_total > 0:
-        totals = _per_frame(video_frames, splits, x.device)
-        forest = tstm(x, stats, eligible, seg, cfg, totals, backend)
-        candidates = tstm_stage.candidates(forest, eligible, seg, unique)
-        tree = static_trees(x, forest, seg, cfg, backend)
-        clusters, keep = dpc_stage.exact_counts(candidates.sum(dim=1), totals - k_adts, seg)
-        row, centres = dpc_stage.static_dpc(tree.values, candidates, clusters, merge_total,
-                                            cfg.dpc_knn, backend)
-    out, flat = assemble_exact(x, picks, tree, row, centres, keep, seg, video_frames,
-                               video_rows, budget, cfg)
-    if out.overflow is not None:
-        _check_overflow(out.overflow, out.merged_peak, cfg.aggregation)
-    return out.videos, flat
+def _lengths(host: list[float], plan: Plan) -> list[int]:
+    """Segment lengths of every video from the fetched cuts (first-frame flags in exact-count
+    mode, similarities otherwise)."""
+    cfg = plan.config
+    if not plan.segment:
+        return list(plan.video_frames)
+    if plan.exact:  # flags of the first frames
+        firsts = [t for t, flag in enumerate(host) if flag] + [len(host)]
+        return [b - a for a, b in zip(firsts, firsts[1:])]
+    return dyseg.published_lengths(host, plan.video_frames, cfg.segment_threshold,
+                                   cfg.min_segments, cfg.complementary_segments)
 
 
-def check_values_async(x: torch.Tensor, a: torch.Tensor) -> None:
+def _check_values(checks: list[float], x: torch.Tensor, cls_attn: torch.Tensor) -> None:
+    """Raise for bad input values. The fetched largest token norm (finite and at most
+    MAX_ABS_TOKEN means every entry is) and importance bounds decide the common case; anything
+    else is diagnosed exactly from the entries (one more pass, only on that path)."""
+    peak, a_lo, a_hi = checks
+    if peak == peak and peak <= MAX_ABS_TOKEN and a_lo >= 0 and a_hi <= MAX_IMPORTANCE:
+        return
+    check_values(value_bounds(x, cls_attn).tolist())
+
+
+def _assert_values(x: torch.Tensor, cls_attn: torch.Tensor) -> None:
     """The input value checks without a host synchronisation where one would cost: a ValueError
     on the CPU (eager), a device-side assertion on CUDA and while compiling."""
-    bounds = value_bounds(x, a)
+    bounds = value_bounds(x, cls_attn)
     if x.device.type == "cpu" and not torch.compiler.is_compiling():
         check_values(bounds.tolist())
         return
@@ -162,26 +173,14 @@ def check_values_async(x: torch.Tensor, a: torch.Tensor) -> None:
                         "for the details")
 
 
-def _check_overflow(overflow: torch.Tensor, peak: torch.Tensor, aggregation: str) -> None:
-    if overflow.device.type == "cpu" and not torch.compiler.is_compiling():
-        if bool(overflow):
-            raise overflow_error(float(peak), aggregation)
+def _check_overflow(overflow: torch.Tensor, peak: torch.Tensor, aggregation: str,
+                    static: bool) -> None:
+    if not static or (overflow.device.type == "cpu" and not torch.compiler.is_compiling()):
+        host = fetch(overflow=overflow, peak=peak)
+        # host sync 3 (float16, official aggregation): merged tokens representable
+        if host["overflow"][0]:
+            raise overflow_error(host["peak"][0], aggregation)
         return
     torch._assert_async(~overflow, "flashvid.compress: merged tokens overflow float16 "
                         "(aggregation='official' grows with chain length); use "
                         "aggregation='mean' or bfloat16/float32 tokens")
-
-
-def _per_frame(video_frames, splits, device) -> torch.Tensor:
-    """[F] int64 row budget B_t of every frame, built on the device from per-video scalars."""
-    frames = sum(video_frames)
-    frame = torch.arange(frames, device=device)
-    totals = torch.zeros(frames, dtype=torch.long, device=device)
-    start = 0
-    for count, split in zip(video_frames, splits):
-        k = sum(split.frame_totals)
-        local = frame - start
-        inside = (local >= 0) & (local < count)
-        totals = torch.where(inside, (local + 1) * k // count - local * k // count, totals)
-        start += count
-    return totals

@@ -1,86 +1,78 @@
 """The torch backend: batched PyTorch for the heavy stages (the CPU path; correct on CUDA too).
 
-The features are normalised once into a scratch buffer; one bmm gives every frame's Gram, one bmm
-per segment the adjacent-frame similarities, one bmm against [mu_S, 0] the ADTS event term.
-Every statistic is computed as the reference computes it (the same operations on tensors of the
-same per-frame shapes), so on float32 input the picks, edges and clusters are bit-identical to
-the reference's.
-
-On the CPU, large temporaries live in per-thread buffers reused from call to call (a fresh
-multi-megabyte tensor costs more in first-touch page faults than the arithmetic done in it).
-They are private to this backend and never returned to the caller of ``flashvid.compress``;
-``release()`` frees them.
+The features are normalised once into a workspace buffer; batched products give every frame's
+Gram (three quarters of it, the rest mirrored: ``symmetric_gram``), the adjacent-frame
+similarities of every segment, and the ADTS event term (one product against [mu_S, 0] per
+frame). Every statistic is computed as the reference computes it (the same
+operations on tensors of the same per-frame shapes), so on float32 input the picks, edges and
+clusters are bit-identical to the reference's.
 """
 
 from __future__ import annotations
 
-import threading
-
 import torch
 
+from ..workspace import Workspace
 from . import Edges, FrameStats, work_dtype
 
-_local = threading.local()
+SYMMETRIC_MIN_TOKENS = 64  # below this a frame's Gram is one product
 
 
-def release() -> None:
-    """Free this thread's reusable CPU buffers (they are reallocated on the next call)."""
-    _local.__dict__.pop("buffers", None)
+def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """[F, N, N] Grams unit @ unit^T of every frame into ``out``, from three quarters of the
+    products: with the rows split in halves a, b, the blocks a a^T, b b^T and a b^T are computed
+    and b a^T = (a b^T)^T is mirrored. A product's entry is one dot product whose accumulation
+    order does not depend on which rows or how many are multiplied together, and the dot
+    product of two rows is symmetric, so the result is bit for bit the single product
+    (``tests/core/test_adts.py`` checks it)."""
+    n = unit.shape[1]
+    if n < SYMMETRIC_MIN_TOKENS:
+        return torch.bmm(unit, unit.transpose(1, 2), out=out)
+    h = n // 2
+    a, b = unit[:, :h], unit[:, h:]
+    torch.bmm(a, a.transpose(1, 2), out=out[:, :h, :h])
+    torch.bmm(b, b.transpose(1, 2), out=out[:, h:, h:])
+    torch.bmm(a, b.transpose(1, 2), out=out[:, :h, h:])
+    out[:, h:, :h] = out[:, :h, h:].transpose(1, 2)
+    return out
 
 
 class TorchBackend:
-    """Batched PyTorch stages. ``reuse_buffers=False`` gives fresh scratch tensors (for callers
-    that keep stage results across calls, such as the benchmark)."""
+    """Batched PyTorch stages."""
 
     name = "torch"
 
-    def __init__(self, reuse_buffers: bool = True) -> None:
-        self.reuse_buffers = reuse_buffers
-
-    # ------------------------------------------------------------------ scratch
-    def empty(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
-              device: torch.device, *, grad: bool = False) -> torch.Tensor:
-        """An uninitialised [shape] tensor; on the CPU a view of this thread's buffer ``name``,
-        valid until ``name`` is requested again on this thread. ``grad``: the result will be
-        recorded by autograd (then it is always fresh, since a reused buffer would invalidate
-        saved tensors)."""
-        if (not self.reuse_buffers or device.type != "cpu" or torch.compiler.is_compiling()
-                or (grad and torch.is_grad_enabled())):
-            return torch.empty(shape, dtype=dtype, device=device)
-        cache = _local.__dict__.setdefault("buffers", {})
-        numel = 1
-        for s in shape:
-            numel *= s
-        buf = cache.get(name)
-        if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            # a normal tensor even inside torch.inference_mode(), so that later calls outside it
-            # may still write into it
-            with torch.inference_mode(False):
-                buf = cache[name] = torch.empty(numel, dtype=dtype)
-        return buf[:numel].view(shape)
-
     # ------------------------------------------------------------------ statistics
-    def frame_stats(self, x, *, event_mean=None, gram=False, segments=None) -> FrameStats:
-        """Norms; with ``gram`` the cosine Grams (and, given ``event_mean`` [F, D], the event
-        term); with ``segments`` the adjacent-pair similarities of the frames that continue a
-        segment (-1 for segment starts)."""
+    def token_norms(self, x: torch.Tensor, ws: Workspace, *, unit: bool) -> FrameStats:
+        """Norms, and with ``unit`` the unit rows x / ||x|| (in the workspace)."""
+        with torch.no_grad():
+            wd = work_dtype(x.dtype)
+            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
+            norms = norms.clamp_min(torch.finfo(wd).tiny)
+            rows = None
+            if unit:
+                rows = ws.empty("unit", tuple(x.shape), wd)
+                torch.div(x, norms, out=rows)  # half / float32 -> float32
+            return FrameStats(norms[:, :, 0], rows)
+
+    def frame_stats(self, x, stats, ws, *, event_mean=None, gram=False,
+                    segments=None) -> FrameStats:
+        """With ``gram`` the cosine Grams; given ``event_mean`` [F, D] the event term; with
+        ``segments`` the adjacent-pair similarities of the frames that continue a segment (-1
+        for segment starts)."""
         with torch.no_grad():
             frames, n, dim = x.shape
             wd, dev = work_dtype(x.dtype), x.device
-            unit = self.empty("unit", (frames, n, dim), wd, dev)
-            norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=wd)
-            norms = norms.clamp_min(torch.finfo(wd).tiny)
-            torch.div(x, norms, out=unit)  # half / float32 -> float32
-            norms = norms[:, :, 0]
+            unit = stats.unit
             grams = event = pairs = None
             if gram:
-                grams = torch.bmm(unit, unit.transpose(1, 2))  # [F, N, N]
+                grams = symmetric_gram(unit, ws.empty("gram", (frames, n, n), wd))
             if event_mean is not None:  # e_j = <x_j, mu_S>: [N, D] x [D, 2] per frame, as reference
                 mu = torch.zeros(frames, dim, 2, dtype=wd, device=dev)
                 mu[:, :, 0] = event_mean
                 event = torch.bmm(x.to(wd), mu)[:, :, 0]
             if segments is not None and segments.lengths is None and frames > 1:
-                # exact-count mode: every adjacent pair, segment starts masked (static shapes)
+                # a static plan: every adjacent pair, segment starts masked (static shapes)
                 pairs = torch.cat([torch.full((1, n, n), -1.0, dtype=wd, device=dev),
                                    torch.bmm(unit[1:], unit[:-1].transpose(1, 2))])
                 pairs = pairs.masked_fill(segments.start[:, None, None], -1.0)
@@ -88,17 +80,18 @@ class TorchBackend:
                 runs = [(s, length) for s, length in zip(segments.starts, segments.lengths)
                         if length > 1]
                 if runs:
-                    pairs = torch.empty(frames, n, n, dtype=wd, device=dev)
-                    linked = torch.zeros(frames, dtype=torch.bool)
+                    pairs = ws.empty("pairs", (frames, n, n), wd)
+                    linked = [False] * frames
                     for s, length in runs:
                         cur, prev = unit[s + 1 : s + length], unit[s : s + length - 1]
                         torch.bmm(cur, prev.transpose(1, 2), out=pairs[s + 1 : s + length])
-                        linked[s + 1 : s + length] = True
-                    pairs[~linked.to(dev)] = -1.0
-            return FrameStats(norms, event, grams, pairs)
+                        linked[s + 1 : s + length] = [True] * (length - 1)
+                    starts = [t for t in range(frames) if not linked[t]]
+                    pairs[starts] = -1.0
+            return stats._replace(event=event, gram=grams, pairs=pairs)
 
     # ------------------------------------------------------------------ adts
-    def adts_select(self, x, stats, weights, k, exclude, fill) -> torch.Tensor:
+    def adts_select(self, x, stats, weights, k, exclude, fill, ws) -> torch.Tensor:
         """[F, k] int64 sorted picks of the greedy max-min selection (see stages.adts)."""
         with torch.no_grad():
             frames, n, _ = x.shape
@@ -125,7 +118,7 @@ class TorchBackend:
             return torch.stack(picks, dim=1).sort(dim=1).values
 
     # ------------------------------------------------------------------ tstm
-    def tstm_edges(self, x, stats, eligible, segments) -> Edges:
+    def tstm_edges(self, x, stats, eligible, segments, ws) -> Edges:
         """Most similar eligible previous-frame token, from ``stats.pairs``."""
         with torch.no_grad():
             frames, n, _ = x.shape

@@ -30,30 +30,37 @@ def usable(tokens: torch.Tensor) -> tuple[bool, str]:
     return True, ""
 
 
+def _kernels():
+    import flashvid_kernels
+
+    return flashvid_kernels
+
+
 class TritonBackend:
-    """ADTS selection and TSTM edges from the Triton kernels."""
+    """ADTS selection and TSTM edges from the Triton kernels (imported on first use)."""
 
     name = "triton"
 
-    def __init__(self) -> None:
-        import flashvid_kernels
-
-        self.kernels = flashvid_kernels
-
-    def empty(self, name, shape, dtype, device, *, grad=False) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device=device)
-
-    def frame_stats(self, x, *, event_mean=None, gram=False, segments=None) -> FrameStats:
+    def token_norms(self, x, ws, *, unit) -> FrameStats:
         with torch.no_grad():
-            norms, event = self.kernels.token_stats(x, event_mean)
-            return FrameStats(norms, event)
+            norms, _ = _kernels().token_stats(x, None)
+            return FrameStats(norms)
 
-    def adts_select(self, x, stats, weights, k, exclude, fill) -> torch.Tensor:
+    def frame_stats(self, x, stats, ws, *, event_mean=None, gram=False,
+                    segments=None) -> FrameStats:
+        if event_mean is None:
+            return stats
         with torch.no_grad():
-            return self.kernels.adts_select(x, weights, k, exclude, fill=fill, event=stats.event,
-                                            norms=stats.norms)
+            norms, event = _kernels().token_stats(x, event_mean)
+            return stats._replace(norms=norms, event=event)
 
-    def tstm_edges(self, x, stats, eligible, segments) -> Edges:
+    def adts_select(self, x, stats, weights, k, exclude, fill, ws) -> torch.Tensor:
         with torch.no_grad():
-            parent, maxsim = self.kernels.tstm_edges(x, eligible, segments.start, norms=stats.norms)
+            return _kernels().adts_select(x, weights, k, exclude, fill=fill, event=stats.event,
+                                          norms=stats.norms)
+
+    def tstm_edges(self, x, stats, eligible, segments, ws) -> Edges:
+        with torch.no_grad():
+            parent, maxsim = _kernels().tstm_edges(x, eligible, segments.start,
+                                                   norms=stats.norms)
             return Edges(parent.long(), maxsim)

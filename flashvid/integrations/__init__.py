@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..config import FlashVIDConfig
+from ..config import FlashVIDConfig, with_overrides
 from ._handle import MIN_TRANSFORMERS, Adapter, check_transformers_version
 from ._llm_stage import PruneRecord
 from ._records import Compressor, Prepared, Selection, VideoRecord, keep_all
@@ -111,7 +111,7 @@ def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | No
         if variant is not None and variant != family:
             raise ValueError(f"variant applies to LLaVA-OneVision models only, got {variant!r}")
         options["drop_vision_markers"] = drop_vision_markers
-    cfg = _config(config, getattr(FlashVIDConfig, family)(), overrides)
+    cfg = with_overrides(config, overrides, getattr(FlashVIDConfig, family)())
     return cls(model, cfg, **options).install()
 
 
@@ -120,15 +120,6 @@ def _lookup(model: Any) -> tuple[str, str, str] | None:
         if klass.__name__ in REGISTRY and klass.__module__.startswith("transformers."):
             return REGISTRY[klass.__name__]
     return None
-
-
-def _config(config: FlashVIDConfig | None, preset: FlashVIDConfig,
-            overrides: dict[str, Any]) -> FlashVIDConfig:
-    if config is None:
-        config = preset
-    elif not isinstance(config, FlashVIDConfig):
-        raise TypeError(f"config must be a FlashVIDConfig or None, got {type(config).__name__}")
-    return config.replace(**overrides) if overrides else config
 
 
 def _unsupported(model: Any) -> str:

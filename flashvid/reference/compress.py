@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from ..config import Budget, FlashVIDConfig
+from ..config import FlashVIDConfig
+from ..plan import resolve
 from ..types import KIND_ADTS, KIND_CLUSTER, KIND_ROOT, CompressedVideo
 from ..validation import check_representable
 from .adts import adts
@@ -28,17 +29,13 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor, config: FlashVIDConfi
     """
     frames, n, dim = tokens.shape
     device = tokens.device
-    exact = config.exact_count or num_tokens is not None
+    plan = resolve(config, [frames], n, dim, tokens.dtype, device, [num_tokens])
+    exact, budget = plan.exact, plan.budget
+    frame_budgets = list(plan.frame_budgets)
+    merge = [b - budget.adts for b in frame_budgets]
     user_config = config
-    if exact:
-        split = config.exact_budget(frames, n, num_tokens)
-        frame_budgets, merge = split.frame_totals, split.merge
-        top = max(frame_budgets)
-        budget = Budget(top, split.adts, top - split.adts)
-        config = config.replace(dedupe=True)  # no position twice (quirks Q2, Q3 off)
-    else:
-        budget = config.budget(n)
-        frame_budgets, merge = [budget.total] * frames, [budget.merge] * frames
+    if plan.dedupe != config.dedupe:
+        config = config.replace(dedupe=True)  # exact-count mode: no position twice (Q2, Q3 off)
     lengths = dyseg(tokens, config, exact)
     means = frame_means(tokens) if config.selection == "adts" else None
     picks = adts(tokens, cls_attn, lengths, config, budget.adts, means)  # [F, k]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..backends import Backend, work_dtype
-from ..config import FlashVIDConfig
+from ..backends import work_dtype
+from ..workspace import Workspace
 from .dyseg import Segments
 from .tstm import Forest
 from .util import compact, count_into
@@ -24,9 +24,10 @@ class Trees:
     """Attributes:
         parent: [F*N] int64 flat position of the token each token merged into, or -1.
         root: [F*N] int64 flat position of each token's tree root (itself for roots).
-        targets: [C] int64 flat positions of the spatial-merge candidates, ascending.
-        values: [C, D] work-dtype value of each candidate's tree (valid until the backend's
-            next ``empty("tree_sums")`` on this thread).
+        targets: [C] int64 flat positions of the spatial-merge candidates, ascending; in a
+            static plan every position (C = F*N).
+        values: [C, D] work-dtype value of the tree of each target (workspace memory: valid
+            for the call; in a static plan valid at the candidates).
     """
 
     parent: torch.Tensor
@@ -35,15 +36,18 @@ class Trees:
     values: torch.Tensor
 
 
-def trees(x: torch.Tensor, forest: Forest, candidates: torch.Tensor, total: int, seg: Segments,
-          cfg: FlashVIDConfig, backend: Backend) -> Trees:
-    """Roots and tree values of the ``total`` candidates ([F, N] bool mask)."""
-    dim = x.shape[2]
+def trees(x: torch.Tensor, forest: Forest, candidates: torch.Tensor, total: int | None,
+          seg: Segments, aggregation: str, ws: Workspace) -> Trees:
+    """Roots and tree values of the ``total`` candidates ([F, N] bool mask); ``total`` None (a
+    static plan, whose candidate count stays on the device): values at every position."""
+    frames, n, dim = x.shape
     parent, root = _links(forest, seg)
-    targets = compact(candidates.reshape(-1), total)
+    if total is None:
+        targets = torch.arange(frames * n, device=x.device)
+    else:
+        targets = compact(candidates.reshape(-1), total)
     wd = work_dtype(x.dtype)
-    values = tree_values(x.reshape(-1, dim).to(wd), root, parent, targets, cfg.aggregation,
-                         backend)
+    values = tree_values(x.reshape(-1, dim).to(wd), root, parent, targets, aggregation, ws)
     return Trees(parent, root, targets, values)
 
 
@@ -70,7 +74,7 @@ def tree_roots(parent: torch.Tensor, max_depth: int) -> torch.Tensor:
 
 
 def tree_values(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
-                targets: torch.Tensor, aggregation: str, backend: Backend) -> torch.Tensor:
+                targets: torch.Tensor, aggregation: str, ws: Workspace) -> torch.Tensor:
     """[C, D] values of the trees rooted at ``targets`` from tokens ``x`` [M, D] (float32 or
     float64, accumulated in that dtype).
 
@@ -81,8 +85,8 @@ def tree_values(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
     slot = torch.full((x.shape[0],), count, dtype=torch.long, device=x.device)
     slot[targets] = torch.arange(count, device=x.device)
     member_slot = slot[root]  # [M]; `count` is a discard row for tokens outside the targets
-    sums = backend.empty("tree_sums", (count + 1, x.shape[1]), x.dtype, x.device,
-                         grad=x.requires_grad).zero_()
+    sums = ws.empty("tree_sums", (count + 1, x.shape[1]), x.dtype,
+                    grad=x.requires_grad).zero_()
     sums.index_add_(0, member_slot, x)
     if aggregation == "official":  # 1 + direct children of each target
         total = x.shape[0]
@@ -91,15 +95,3 @@ def tree_values(x: torch.Tensor, root: torch.Tensor, parent: torch.Tensor,
     else:  # tree sizes
         denom = count_into(member_slot, count + 1, x.dtype)[:count]
     return sums[:count].div_(denom.unsqueeze(-1))
-
-
-def static_trees(x: torch.Tensor, forest: Forest, seg: Segments, cfg: FlashVIDConfig,
-                 backend: Backend) -> Trees:
-    """Exact-count mode: roots and the tree value at every token's position ([F*N, D], valid at
-    the roots), with no data-dependent size."""
-    frames, n, dim = x.shape
-    parent, root = _links(forest, seg)
-    wd = work_dtype(x.dtype)
-    every = torch.arange(frames * n, device=x.device)
-    return Trees(parent, root, every, tree_values(x.reshape(-1, dim).to(wd), root, parent,
-                                                  every, cfg.aggregation, backend))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backends import Backend, Edges, FrameStats, work_dtype
-from ..config import FlashVIDConfig
+from ..workspace import Workspace
 from .dyseg import Segments
 from .util import unit_rows
 
@@ -32,34 +32,31 @@ class Forest:
     merged: torch.Tensor
 
 
-def runs(cfg: FlashVIDConfig, seg: Segments) -> bool:
-    """Temporal merging happens: a threshold below 1 and a segment of two frames or more."""
-    return cfg.temporal_threshold < 1.0 and seg.longest > 1
-
-
-def needs_pairs(cfg: FlashVIDConfig, seg: Segments, merge_budget: int) -> bool:
-    """The backend's adjacent-frame similarities are used (TSTM edges, not the TTM baseline)."""
-    return merge_budget > 0 and runs(cfg, seg) and cfg.temporal_merge == "tstm"
+def runs(threshold: float, seg: Segments) -> bool:
+    """Temporal merging can happen: a threshold below 1 and a segment of two frames or more."""
+    return threshold < 1.0 and seg.longest > 1
 
 
 def tstm(x: torch.Tensor, stats: FrameStats | None, eligible: torch.Tensor, seg: Segments,
-         cfg: FlashVIDConfig, frame_budgets: int | torch.Tensor, backend: Backend) -> Forest:
-    """The merge decisions (``stats`` from the backend, needed for ``temporal_merge="tstm"``).
-    ``frame_budgets``: the budget B of every frame, or [F] int64 per-frame budgets."""
+         threshold: float, method: str, frame_budgets: torch.Tensor, backend: Backend,
+         ws: Workspace) -> Forest:
+    """The merge decisions. ``method``: "tstm" (edges from the backend's adjacent-frame
+    similarities, ``stats``) or "ttm" (same position only); ``frame_budgets``: [F] int64 budget
+    B_t of every frame (a segment keeps at least the sum of its frames')."""
     frames, n, _ = x.shape
-    if not runs(cfg, seg):
+    if not runs(threshold, seg):
         return Forest(torch.full((frames, n), -1, dtype=torch.long, device=x.device),
                       torch.zeros(frames, n, dtype=torch.bool, device=x.device))
-    if cfg.temporal_merge == "ttm":
+    if method == "ttm":
         edges = same_position_edges(x, eligible, seg)
     else:
-        edges = backend.tstm_edges(x, stats, eligible, seg)
-    merged = merge_decisions(edges.maxsim, seg, cfg.temporal_threshold, frame_budgets)
+        edges = backend.tstm_edges(x, stats, eligible, seg, ws)
+    merged = merge_decisions(edges.maxsim, seg, threshold, frame_budgets)
     return Forest(edges.parent, merged)
 
 
 def merge_decisions(maxsim: torch.Tensor, seg: Segments, threshold: float,
-                    frame_budgets: int | torch.Tensor) -> torch.Tensor:
+                    frame_budgets: torch.Tensor) -> torch.Tensor:
     """[F, N] bool: maxsim > threshold, or > the soft threshold in segments that would keep
     fewer tokens than the sum of their frames' budgets (§7)."""
     frames, n = maxsim.shape
@@ -70,8 +67,7 @@ def merge_decisions(maxsim: torch.Tensor, seg: Segments, threshold: float,
     ones = torch.ones(frames, dtype=torch.long, device=device)
     length = torch.zeros(seg.slots, dtype=torch.long, device=device).index_add_(
         0, seg.of_frame, ones)  # [S]
-    per_frame = ones * frame_budgets
-    lower = torch.zeros_like(length).index_add_(0, seg.of_frame, per_frame)
+    lower = torch.zeros_like(length).index_add_(0, seg.of_frame, frame_budgets)
     short = kept < lower  # [S]
     # the k-th largest maxsim of each segment, k = length * N - lower (segments are contiguous
     # runs of the flat list, so sorting (segment, -maxsim) ranks each segment's values)
@@ -90,11 +86,11 @@ def merge_decisions(maxsim: torch.Tensor, seg: Segments, threshold: float,
 
 
 def candidates(forest: Forest, eligible: torch.Tensor, seg: Segments,
-               cfg: FlashVIDConfig) -> torch.Tensor:
+               dedupe: bool) -> torch.Tensor:
     """[F, N] bool tokens of the spatial merge: the non-ADTS tree roots, plus every token of a
     single-frame segment (quirk Q3) unless ``dedupe``."""
     roots = ~forest.merged & eligible
-    return roots if cfg.dedupe else roots | seg.single[:, None]
+    return roots if dedupe else roots | seg.single[:, None]
 
 
 def same_position_edges(x: torch.Tensor, eligible: torch.Tensor, seg: Segments) -> Edges:

@@ -32,3 +32,16 @@ def to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor
     if device.type == "cuda":
         host = host.pin_memory()
     return list(host.to(device, non_blocking=True).unbind(0))
+
+
+def fetch(**parts: torch.Tensor) -> dict[str, list[float]]:
+    """Small device tensors copied to the host in one synchronisation, by name: each as a flat
+    list of floats (float64, so int64 counts below 2**53 and float32 values are exact)."""
+    names = list(parts)
+    flat = torch.cat([parts[k].reshape(-1).double() for k in names]).tolist()
+    out, first = {}, 0
+    for k in names:
+        count = parts[k].numel()
+        out[k] = flat[first : first + count]
+        first += count
+    return out

@@ -11,9 +11,10 @@ from helpers import FIXTURES, compress_fixture, fixture_segments, random_video
 
 import flashvid
 from flashvid import reference
-from flashvid.backends.pytorch import TorchBackend
+from flashvid.backends import get_backend
 from flashvid.stages import adts as stage
 from flashvid.stages import dyseg
+from flashvid.workspace import Workspace
 
 BACKENDS = ["reference", "torch", pytest.param("triton", marks=pytest.mark.slow)]
 
@@ -34,15 +35,19 @@ def test_fixture_picks(name, backend):
 
 def fast_adts(x, a, lengths, cfg, k):
     """The fast stage exactly as the pipeline runs it (torch backend)."""
-    backend = TorchBackend(reuse_buffers=False)
-    seg = dyseg.make_segments(lengths, x.device)
+    backend = get_backend("torch")
+    seg = dyseg.from_lengths(lengths, x.device)
     wd = torch.float64 if x.dtype == torch.float64 else torch.float32
     event_mean = stage.event_mean(dyseg.frame_means(x, wd), seg) if cfg.selection == "adts" \
         else None
-    gram = stage.needs_gram(cfg, k)
-    stats = backend.frame_stats(x, event_mean=event_mean, gram=gram, segments=None) \
-        if gram else None
-    return stage.adts(x, a, stats, cfg, k, backend)
+    gram = k > 0 and cfg.selection != "attention"
+    with Workspace(x.device) as ws:
+        stats = None
+        if gram:
+            stats = backend.token_norms(x, ws, unit=True)
+            stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True,
+                                        segments=None)
+        return stage.adts(x, a, stats, cfg.selection, k, cfg.dedupe, backend, ws)
 
 
 SHAPES = [(1, 1, 1), (1, 2, 3), (3, 5, 2), (4, 7, 16), (2, 13, 64), (5, 14, 9), (3, 15, 1),
@@ -86,3 +91,19 @@ def test_attention_takes_the_most_important_tokens_with_ties_as_topk():
         kept = torch.gather(a, 1, want)
         kth = torch.sort(a, dim=1, descending=True).values[:, k - 1 : k]
         assert bool((kept >= kth).all())  # nothing less important than the k-th value is kept
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 5), (2, 65, 1), (2, 169, 64), (2, 196, 3584),
+                                   (1, 266, 1152), (1, 729, 32), (1, 1024, 96)],
+                         ids=lambda s: "F{}xN{}xD{}".format(*s))
+def test_symmetric_gram_is_the_full_product_bit_for_bit(shape):
+    """The torch backend computes three quarters of each frame's Gram and mirrors the rest; the
+    reference multiplies the whole frame. Equal bits are what keep the picks identical."""
+    from flashvid.backends.pytorch import symmetric_gram
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=gen)
+    unit = reference.unit_rows(x)
+    want = torch.bmm(unit, unit.transpose(1, 2))
+    got = symmetric_gram(unit, torch.full_like(want, float("nan")))
+    assert torch.equal(got, want)

@@ -105,6 +105,23 @@ def test_compress_batch_errors():
         flashvid.compress_batch(x, a)
     with pytest.raises(ValueError, match="video 1: cls_attn has negative values"):
         flashvid.compress_batch([x, x], [a, -a])
+    bad = x.clone()
+    bad[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="video 2: tokens contain NaN"):
+        flashvid.compress_batch([x, x, bad], [a, a, a])
+    # one width, dtype and device per batch: the rows form one flat tensor
+    x9, _ = random_video(3, 10, 9, seed=1)
+    with pytest.raises(ValueError, match="same feature width D; video 0 has 8 and video 1 has 9"):
+        flashvid.compress_batch([x, x9], [a, a])
+    with pytest.raises(ValueError, match="same dtype; video 0 has torch.float32 and video 1 has "
+                                         "torch.float64"):
+        flashvid.compress_batch([x, x.double()], [a, a.double()])
+    with pytest.raises(ValueError, match="same feature width D"):
+        flashvid.compress_batch([x, x9], [a, a], num_tokens=6)
+    # different tokens per frame are fine: separate groups, one flat tensor of rows
+    x20, a20 = random_video(2, 20, 8, seed=2)
+    both = flashvid.compress_batch([x, x20], [a, a20], num_tokens=[5, 7])
+    assert both.tokens.shape == (12, 8) and both.offsets.tolist() == [0, 5, 12]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +188,18 @@ def test_output_checked_before_compressing(tmp_path, capsys, monkeypatch):
     assert "out.txt: unsupported file type '.txt'" in capsys.readouterr().err
     assert main(["compress", *SMALL, "--output", str(tmp_path / "no" / "out.pt")]) == 2
     assert "does not exist; expected an existing folder" in capsys.readouterr().err
+    # a folder that exists but takes no new file: the output file is named, not a bare errno
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    for bad in ([Path("/proc/o.npz")] if Path("/proc").is_dir() else []) + [locked / "o.npz"]:
+        if bad.parent == locked and os.access(locked, os.W_OK):  # root ignores the mode
+            continue
+        assert main(["compress", *SMALL, "--output", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write the output file {bad}" in err and "[Errno" not in err
+        assert not bad.exists()
+    locked.chmod(0o700)
 
 
 def test_one_token_per_frame(capsys):

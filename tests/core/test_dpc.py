@@ -13,9 +13,8 @@ from helpers import FIXTURES, fixture_config, fixture_segments, load_fixture
 
 import flashvid
 from flashvid import reference
-from flashvid.backends.pytorch import TorchBackend
 from flashvid.stages import dpc as stage
-from flashvid.stages import dyseg
+from flashvid.workspace import Workspace
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -60,20 +59,17 @@ def test_distances_are_per_frame_cdist(rows):
     want = torch.cdist(z[None], z[None])[0] / math.sqrt(24)
     assert torch.equal(reference.distances(z), want)
     big = torch.randn(60, 24, generator=gen)  # a neighbour frame that takes the matmul path
-    seg = dyseg.make_segments([2], z.device)
-    counts = [60, rows]
-    plan = stage.plan(counts, seg, flashvid.FlashVIDConfig().budget(60 + rows), _cfg())
-    assert plan.matmul_path == [True, rows > stage.CDIST_MM_ROWS]
     values = torch.cat([big, z])
     rows_idx = torch.arange(60, 60 + rows)[None]
     sq = values.pow(2).sum(-1)
-    got = stage.distances(values, sq, rows_idx, TorchBackend(reuse_buffers=False))[0]
-    assert torch.equal(got / math.sqrt(24), want)  # both cdist paths, bit for bit
-    # padded to a larger width (as batched with bigger frames), the valid block is unchanged
-    if rows > stage.CDIST_MM_ROWS:
-        padded = torch.cat([rows_idx, rows_idx[:, -1:].expand(1, 20)], dim=1)
-        wide = stage.distances(values, sq, padded, TorchBackend(reuse_buffers=False))[0]
-        assert torch.equal(wide[:rows, :rows] / math.sqrt(24), want)
+    with Workspace(values.device) as ws:
+        got = stage.distances(values, sq, rows_idx, ws)[0]
+        assert torch.equal(got / math.sqrt(24), want)  # both cdist paths, bit for bit
+        # padded to a larger width (as batched with bigger frames), the valid block is unchanged
+        if rows > stage.CDIST_MM_ROWS:
+            padded = torch.cat([rows_idx, rows_idx[:, -1:].expand(1, 20)], dim=1)
+            wide = stage.distances(values, sq, padded, ws, "wide")[0]
+            assert torch.equal(wide[:rows, :rows] / math.sqrt(24), want)
 
 
 def _cfg(**overrides):
@@ -92,18 +88,53 @@ def test_batched_stage_equals_reference(case):
     clusters = [max(1, math.ceil(c * r)) for c, r in
                 zip(counts, torch.rand(7, generator=gen).tolist())]
     clusters[1] = 0  # a frame left alone
-    cfg = _cfg(dpc_knn=[7, 1, 3, 7][case % 4])
-    plan = stage.Plan(clusters, [c > stage.CDIST_MM_ROWS for c in counts], [k == 0 for k in
-                                                                            clusters])
-    got = stage.dpc(values, counts, plan, cfg, TorchBackend(reuse_buffers=False))
-    want = reference.dpc(list(values.split(counts)), clusters, cfg.dpc_knn)
+    knn = [7, 1, 3, 7][case % 4]
+    keep = [False] * len(counts)
+    targets = torch.arange(sum(counts)) * 3  # any ascending positions
+    with Workspace(values.device) as ws:
+        got = stage.dpc(values, targets, counts, clusters, keep, knn, ws)
+    want = reference.dpc(list(values.split(counts)), clusters, knn)
     row = cluster = 0
     for c, k, result in zip(counts, clusters, want):
         if k:
             assign, centres = result
-            assert torch.equal(got.centres[cluster : cluster + k] - row, centres)
-            assert torch.equal(got.assign[row : row + c] - cluster, assign)
+            assert torch.equal(got.centres[cluster : cluster + k], targets[row + centres])
+            assert torch.equal(got.row[row : row + c] - cluster, assign)
         else:
-            assert bool((got.assign[row : row + c] == -1).all())
+            assert bool((got.row[row : row + c] == -1).all())
         row += c
         cluster += k
+    assert got.centres.numel() == cluster
+    assert bool((got.kinds == flashvid.KIND_CLUSTER).all())
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_static_stage_equals_host_sized_stage(case):
+    """The static layout (one batch of every frame padded to a bound, sizes on the device)
+    gives the host-sized stage's rows, centres and kinds, kept frames included."""
+    gen = torch.Generator().manual_seed(100 + case)
+    frames, n, dim = 6, 40, [3, 16, 64][case % 3]
+    candidates = torch.rand(frames, n, generator=gen) < [0.2, 0.5, 0.9][case % 3]
+    candidates[case % frames] = True  # a wide frame (matmul path)
+    candidates[(case + 1) % frames, 1:] = False  # a frame of one candidate
+    counts = candidates.sum(1).tolist()
+    clusters = [max(1, math.ceil(c * 0.3)) if c else 0 for c in counts]
+    keep = [False] * frames
+    keep[(case + 2) % frames] = True  # kept as it is: every candidate its own row
+    clusters[(case + 2) % frames] = counts[(case + 2) % frames]
+    values = torch.randn(frames * n, dim, generator=gen)
+    targets = candidates.reshape(-1).nonzero().flatten()
+    with Workspace(values.device) as ws:
+        host = stage.dpc(values[targets], targets, counts, clusters, keep, 7, ws)
+    with Workspace(values.device) as ws:
+        static = stage.dpc_static(values, candidates, torch.tensor(clusters), torch.tensor(keep),
+                                  sum(clusters), n, 7, ws)
+    # the same rows, up to their numbering: compare (centre, kind, members) per row
+    def rows(result, positions):
+        out = {}
+        for r in range(result.centres.numel()):
+            members = positions[result.row == r].tolist()
+            out[int(result.centres[r])] = (int(result.kinds[r]), members)
+        return out
+
+    assert rows(host, targets) == rows(static, torch.arange(frames * n))

@@ -91,7 +91,7 @@ def test_default_exact_count_is_output_length_and_keeps_the_published_split():
     cfg = flashvid.FlashVIDConfig(exact_count=True)
     out = flashvid.compress(x, a, cfg)
     assert out.tokens.shape[0] == cfg.output_length(32, 196) == 32 * 25
-    assert cfg.exact_budget(32, 196) == (cfg.exact_budget(32, 196).frame_totals, 18, [7] * 32)
+    assert cfg.exact_budget(32, 196) == (cfg.exact_budget(32, 196).frame_budgets, 18, [7] * 32)
     assert int((out.kinds == KIND_ADTS).sum()) == 32 * 18
     default = flashvid.compress(x, a)
     assert 32 * 25 <= default.tokens.shape[0] <= 32 * 26  # the data-dependent default
@@ -142,6 +142,77 @@ def test_torch_compile_fullgraph_aot_eager_equals_eager():
         got, want = compiled(x, a), flashvid.compress(x, a, cfg)
         assert torch.equal(got.indices, want.indices) and torch.equal(got.tokens, want.tokens)
         assert torch.equal(got.source, want.source)
+
+
+COMPILE_SCRIPT = r"""
+import functools, json, sys, torch, flashvid
+graphs = []
+
+def counting(gm, example_inputs):  # a backend that counts the graphs dynamo hands it
+    graphs.append(len(gm.graph.nodes))
+    return gm.forward
+
+cfg = flashvid.FlashVIDConfig(exact_count=True, backend="torch")
+compiled = torch.compile(functools.partial(flashvid.compress, config=cfg), fullgraph=True,
+                         backend=counting)
+out = []
+for f, n, d, seed in json.loads(sys.argv[1]):
+    gen = torch.Generator().manual_seed(seed)
+    x, a = torch.randn(f, n, d, generator=gen), torch.rand(f, n, generator=gen)
+    got, want = compiled(x, a), flashvid.compress(x, a, cfg)
+    out.append(torch.equal(got.indices, want.indices) and torch.equal(got.tokens, want.tokens))
+print(json.dumps({"graphs": len(graphs), "equal": out}))
+"""
+
+
+def compiled_graphs(calls: list[tuple[int, int, int, int]]) -> dict:
+    """Run exact-mode compress compiled with dynamo's default settings (dynamic=None) in a
+    fresh process on the (F, N, D, seed) calls; the number of graphs compiled and whether each
+    call equals eager."""
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT, json.dumps(calls)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_torch_compile_one_graph_per_shape_in_a_fresh_process():
+    """The same shape twice: one graph (no recompilation on module state filled by the first
+    trace); a second shape: a graph of its own, no crash on the budget arithmetic (the
+    reproducer (4, 30, 16) then (5, 24, 16)); and back to the first shape: no new graph."""
+    got = compiled_graphs([(4, 30, 16, 0), (4, 30, 16, 1)])
+    assert got == {"graphs": 1, "equal": [True, True]}
+    got = compiled_graphs([(4, 30, 16, 0), (5, 24, 16, 1), (6, 17, 16, 2), (4, 30, 16, 3)])
+    assert got["equal"] == [True] * 4
+    assert got["graphs"] == 3
+
+
+def test_static_plan_on_the_cpu_equals_the_host_sized_plan():
+    """Exact-count mode on the CPU fetches its sizes (free there); the static plan that CUDA
+    and compiled calls run keeps them on the device. Both give the same rows, bit for bit, on
+    videos with single-frame segments, kept segments and both distance paths."""
+    from flashvid import pipeline
+    from flashvid.backends import get_backend
+    from flashvid.plan import resolve
+
+    for seed in range(12):
+        rng = random.Random(seed)
+        frames, n, dim = rng.choice([1, 2, 5, 9, 16]), rng.choice([3, 20, 49, 60]), 8
+        x, a = random_video(frames, n, dim, seed=seed, dev=torch.device("cpu"))
+        cfg = flashvid.FlashVIDConfig(exact_count=True, backend="torch",
+                                      retention_ratio=rng.choice([0.05, 0.1, 0.3, 0.6]),
+                                      selection=rng.choice(["adts", "adts_v1"]),
+                                      min_segments=rng.choice([1, 4, 8]))
+        k = rng.choice([None, frames, frames * n, max(frames, frames * n // 3)])
+        want = flashvid.compress(x, a, cfg, num_tokens=k)
+        plan = resolve(cfg, [frames], n, dim, x.dtype, x.device, [k], static=True)
+        got = pipeline.run(x, a, plan, get_backend("torch")).videos[0]
+        for name in ("indices", "kinds", "tokens", "source", "parents", "segment_starts"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), (seed, name)
 
 
 @pytest.mark.slow

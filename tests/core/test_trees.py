@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import flashvid
 from flashvid import reference
-from flashvid.backends.pytorch import TorchBackend
 from flashvid.stages import dyseg
 from flashvid.stages.trees import tree_roots, trees
 from flashvid.stages.tstm import Forest
+from flashvid.workspace import Workspace
 
 
 def random_forest(frames: int, n: int, lengths: list[int], seed: int):
@@ -31,16 +30,16 @@ def test_tree_values_equal_reference(aggregation, dtype):
     lengths = [3, 1, 6, 2]
     forest = random_forest(frames, n, lengths, seed=1)
     x = torch.randn(frames, n, dim, generator=torch.Generator().manual_seed(2)).to(dtype)
-    seg = dyseg.make_segments(lengths, x.device)
+    seg = dyseg.from_lengths(lengths, x.device)
     candidates = ~forest.merged
-    got = trees(x, forest, candidates, int(candidates.sum()), seg,
-                flashvid.FlashVIDConfig(aggregation=aggregation),
-                TorchBackend(reuse_buffers=False))
+    with Workspace(x.device) as ws:
+        got = trees(x, forest, candidates, int(candidates.sum()), seg, aggregation, ws)
+        values = got.values.clone()  # workspace memory: valid for the call
     want = reference.trees(x, forest.parent, forest.merged, aggregation)
-    assert got.values.dtype == want.dtype == (torch.float64 if dtype == torch.float64
+    assert values.dtype == want.dtype == (torch.float64 if dtype == torch.float64
                                               else torch.float32)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(got.values, want.reshape(-1, dim)[candidates.reshape(-1)],
+    torch.testing.assert_close(values, want.reshape(-1, dim)[candidates.reshape(-1)],
                                atol=tol, rtol=tol)
     # each token's root: itself if not merged, else its parent's root (one frame earlier)
     root = got.root.view(frames, n)

@@ -20,6 +20,7 @@ from flashvid import reference
 from flashvid.backends import get_backend
 from flashvid.stages import dyseg
 from flashvid.stages import tstm as stage
+from flashvid.workspace import Workspace
 
 BACKENDS = ["reference", "torch", pytest.param("triton", marks=pytest.mark.slow)]
 
@@ -88,10 +89,11 @@ def test_merge_decisions_equal_reference(case):
     maxsim = torch.rand(frames, n, generator=gen) * 2 - 1
     maxsim[torch.rand(frames, n, generator=gen) < 0.2] = -1.0  # ADTS / segment-start rows
     maxsim[:, : n // 2] = maxsim[:, : n // 2].round(decimals=1)  # ties
-    seg = dyseg.make_segments(lengths, maxsim.device)
+    seg = dyseg.from_lengths(lengths, maxsim.device)
     for threshold in (-1.0, -0.5, 0.0, 0.8, 1.0):
         for budget in (0, 1, n // 2, n):
-            got = stage.merge_decisions(maxsim, seg, threshold, budget)
+            budgets = torch.full((frames,), budget, dtype=torch.long)
+            got = stage.merge_decisions(maxsim, seg, threshold, budgets)
             want = torch.cat([reference.tstm_merged(maxsim[a:b], threshold, budget * (b - a))[0]
                               for a, b in reference.spans(lengths)])
             assert torch.equal(got, want), (threshold, budget)
@@ -105,10 +107,14 @@ def test_stage_equals_reference(backend, merge):
     cfg = flashvid.FlashVIDConfig(temporal_merge=merge, retention_ratio=0.3)
     eligible = torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(1)) > 0.3
     eligible = eligible.to(x.device)
-    seg = dyseg.make_segments(lengths, x.device)
+    seg = dyseg.from_lengths(lengths, x.device)
     fast = get_backend(backend)
-    stats = fast.frame_stats(x, event_mean=None, gram=False, segments=seg)
-    got = stage.tstm(x, stats, eligible, seg, cfg, 18, fast)
+    budgets = torch.full((x.shape[0],), 18, dtype=torch.long, device=x.device)
+    with Workspace(x.device) as ws:
+        stats = fast.token_norms(x, ws, unit=True)
+        stats = fast.frame_stats(x, stats, ws, event_mean=None, gram=False, segments=seg)
+        got = stage.tstm(x, stats, eligible, seg, cfg.temporal_threshold, cfg.temporal_merge,
+                         budgets, fast, ws)
     parent, merged = reference.tstm(x, eligible, lengths, cfg, [18] * x.shape[0])
     assert torch.equal(got.merged, merged)
     assert torch.equal(got.parent[merged], parent[merged])
