@@ -133,8 +133,7 @@ def _fast_adts(x, a, cfg, budget, event_mean, backend, ws) -> torch.Tensor:
     stats = None
     if gram:
         stats = backend.token_norms(x, ws, unit=True)
-        stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True,
-                                    segments=None)
+        stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True)
     return adts_stage.adts(x, a, stats, cfg.selection, budget.adts, cfg.dedupe, backend, ws)
 
 
@@ -144,7 +143,6 @@ def _fast_tstm(x, cfg, budget, seg, eligible, backend, ws) -> Forest:
     stats = None
     if pairs:
         stats = backend.token_norms(x, ws, unit=True)
-        stats = backend.frame_stats(x, stats, ws, event_mean=None, gram=False, segments=seg)
     budgets = torch.full((x.shape[0],), budget.total, dtype=torch.long, device=x.device)
     return tstm_stage.tstm(x, stats, eligible, seg, cfg.temporal_threshold, cfg.temporal_merge,
                            budgets, backend, ws)

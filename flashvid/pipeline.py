@@ -80,10 +80,9 @@ def _run(x: torch.Tensor, cls_attn: torch.Tensor, plan: Plan, backend: Backend,
         seg = dyseg.segments(start, lengths, max(lengths))
 
     # ---- ADTS
-    if plan.gram or (plan.pairs and tstm_stage.runs(cfg.temporal_threshold, seg)):
+    if plan.gram:
         stats = backend.frame_stats(
-            x, stats, ws, event_mean=event_mean(means, seg) if plan.event else None,
-            gram=plan.gram, segments=seg if plan.pairs else None)
+            x, stats, ws, event_mean=event_mean(means, seg) if plan.event else None, gram=True)
     picks = adts(x, cls_attn, stats, cfg.selection, plan.adts, plan.dedupe, backend, ws)
     eligible = torch.ones(frames, n, dtype=torch.bool, device=x.device)
     eligible.scatter_(1, picks, False)

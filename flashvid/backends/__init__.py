@@ -5,9 +5,8 @@ A backend computes, for a flat list of frames x [F, N, D], with the call's
 
 * ``token_norms``: the token norms (and whatever per-token data its later steps reuse), before
   anything else: the pipeline checks the input values from them;
-* ``frame_stats``: the per-frame statistics the plan needs (the ADTS event relevance, and for
-  the torch backend the cosine Grams and adjacent-frame similarities), as a
-  :class:`FrameStats` that the pipeline passes to the stages;
+* ``frame_stats``: the per-frame statistics ADTS needs (the event relevance, and for the torch
+  backend the cosine Grams), as a :class:`FrameStats` that the pipeline passes to the stages;
 * ``adts_select``: the greedy max-min selection of every frame (stage ``adts``);
 * ``tstm_edges``: each token's most similar eligible token of the previous frame (stage
   ``tstm``).
@@ -35,15 +34,12 @@ class FrameStats(NamedTuple):
         event: [F, N] event relevance <x_j, mu_S> of each token with its segment's mean, or None.
         gram: [F, N, N] cosine similarities within each frame, or None (backends that fuse the
             Gram into ``adts_select`` leave it out).
-        pairs: [F, N, N] cosine similarities <x^_t,n, x^_t-1,m> for frames t that continue a
-            segment, -1 for segment starts; or None (fused into ``tstm_edges``).
     """
 
     norms: torch.Tensor
     unit: torch.Tensor | None = None
     event: torch.Tensor | None = None
     gram: torch.Tensor | None = None
-    pairs: torch.Tensor | None = None
 
 
 class Edges(NamedTuple):
@@ -67,8 +63,7 @@ class Backend(Protocol):
     def token_norms(self, x: torch.Tensor, ws: Workspace, *, unit: bool) -> FrameStats: ...
 
     def frame_stats(self, x: torch.Tensor, stats: FrameStats, ws: Workspace, *,
-                    event_mean: torch.Tensor | None, gram: bool,
-                    segments: object | None) -> FrameStats: ...
+                    event_mean: torch.Tensor | None, gram: bool) -> FrameStats: ...
 
     def adts_select(self, x: torch.Tensor, stats: FrameStats, weights: torch.Tensor | None,
                     k: int, exclude: bool, fill: float, ws: Workspace) -> torch.Tensor: ...

@@ -46,8 +46,7 @@ class TritonBackend:
             norms, _ = _kernels().token_stats(x, None)
             return FrameStats(norms)
 
-    def frame_stats(self, x, stats, ws, *, event_mean=None, gram=False,
-                    segments=None) -> FrameStats:
+    def frame_stats(self, x, stats, ws, *, event_mean=None, gram=False) -> FrameStats:
         if event_mean is None:
             return stats
         with torch.no_grad():

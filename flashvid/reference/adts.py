@@ -15,19 +15,19 @@ def event_relevance(tokens: torch.Tensor, means: torch.Tensor,
     """[F, N] e_j = <x_j, mu_S>: each token's dot product with the mean token of its segment.
 
     mu_S is the mean of the segment's frame means (``means`` [F, D], work dtype), summed frame
-    after frame and divided by the segment's length; the product is one [N, D] x [D, 2] matrix
-    product per frame against [mu_S, 0] (a matrix product whose result for a frame does not
-    depend on how many frames are computed together). Mathematically this is the published
-    mean over the segment's frames c of <x_j, mean_n x_c>.
+    after frame and divided by the segment's length; the product is one [1, D] x [D, N] matrix
+    product per frame, mu_S^T x^T (a batched product whose result for a frame does not depend on
+    how many frames are computed together). Mathematically this is the published mean over the
+    segment's frames c of <x_j, mean_n x_c>.
     """
     frames, _, dim = tokens.shape
-    mu = torch.zeros(frames, dim, 2, dtype=means.dtype, device=means.device)
+    mu = torch.zeros(frames, 1, dim, dtype=means.dtype, device=means.device)
     for start, end in spans(lengths):
         total = torch.zeros(dim, dtype=means.dtype, device=means.device)
         for f in range(start, end):
             total = total + means[f]
-        mu[start:end, :, 0] = total / (end - start)
-    return torch.bmm(tokens.to(means.dtype), mu)[:, :, 0]
+        mu[start:end, 0] = total / (end - start)
+    return torch.bmm(mu, tokens.to(means.dtype).transpose(1, 2))[:, 0, :]
 
 
 def column_weights(x: torch.Tensor, a: torch.Tensor, method: str,

@@ -45,8 +45,7 @@ def fast_adts(x, a, lengths, cfg, k):
         stats = None
         if gram:
             stats = backend.token_norms(x, ws, unit=True)
-            stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True,
-                                        segments=None)
+            stats = backend.frame_stats(x, stats, ws, event_mean=event_mean, gram=True)
         return stage.adts(x, a, stats, cfg.selection, k, cfg.dedupe, backend, ws)
 
 

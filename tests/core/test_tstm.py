@@ -112,9 +112,43 @@ def test_stage_equals_reference(backend, merge):
     budgets = torch.full((x.shape[0],), 18, dtype=torch.long, device=x.device)
     with Workspace(x.device) as ws:
         stats = fast.token_norms(x, ws, unit=True)
-        stats = fast.frame_stats(x, stats, ws, event_mean=None, gram=False, segments=seg)
         got = stage.tstm(x, stats, eligible, seg, cfg.temporal_threshold, cfg.temporal_merge,
                          budgets, fast, ws)
     parent, merged = reference.tstm(x, eligible, lengths, cfg, [18] * x.shape[0])
     assert torch.equal(got.merged, merged)
     assert torch.equal(got.parent[merged], parent[merged])
+
+
+@pytest.mark.parametrize("layout", ["long", "uneven", "full"])
+def test_torch_edges_between_eligible_rows_equal_reference(layout, monkeypatch):
+    """The torch backend multiplies only the eligible rows of adjacent frames (gathered a
+    chunk of frames at a time). Segments longer than a chunk, frames with different eligible
+    counts (ADTS repeats, quirk Q2) and frames with every token eligible (no gather) give the
+    reference's similarities and parents exactly, ties included."""
+    import flashvid.backends.pytorch as torch_backend
+
+    frames, n = {"long": (41, 49), "uneven": (23, 30), "full": (9, 30)}[layout]
+    x, _ = random_video(frames, n, 8, seed=frames)
+    x[:, 5] = x[:, 3]  # exact ties: two identical tokens in every frame
+    gen = torch.Generator().manual_seed(frames)
+    keep = {"long": torch.full((frames, 1), 0.7),
+            "uneven": 0.3 + 0.25 * (torch.arange(frames) % 3)[:, None],
+            "full": torch.ones(frames, 1)}[layout]
+    eligible = (torch.rand(frames, n, generator=gen) < keep).to(x.device)
+    lengths = {"long": [1, 37, 3], "uneven": [23], "full": [4, 5]}[layout]
+    seg = dyseg.from_lengths(lengths, x.device)
+    fast = get_backend("torch")
+    calls = []
+    real = torch_backend._gathered_pairs
+    monkeypatch.setattr(torch_backend, "_gathered_pairs",
+                        lambda *args: calls.append(1) or real(*args))
+    with Workspace(x.device) as ws:
+        stats = fast.token_norms(x, ws, unit=True)
+        edges = fast.tstm_edges(x, stats, eligible, seg, ws)
+    assert bool(calls) == (layout != "full")  # the gathered path ran where it pays
+    for start, end in reference.spans(lengths):
+        maxsim, parent = reference.tstm_edges(x[start:end], eligible[start:end])
+        assert torch.equal(edges.maxsim[start:end], maxsim)
+        linked = maxsim > -1.0
+        assert torch.equal(edges.parent[start:end][linked], parent[linked])
+        assert bool((edges.parent[start:end][~linked] == -1).all())
