@@ -21,10 +21,11 @@ from ._runtime import (
     check_rows,
     device_guard,
     half_dot,
+    interpreting,
     launch,
     next_pow2,
 )
-from ._tiles import cosine_tile
+from ._tiles import cosine_tile, program_ids
 from .stats import token_stats
 
 
@@ -75,9 +76,10 @@ def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
 @triton.jit(do_not_specialize=["f0", "K"])  # any chunk start and k: one compiled kernel
 def _adts_select_kernel(
     x_ptr, norm_ptr, w_ptr, e_ptr, dist_ptr, part_ptr, ticket_ptr, out_ptr,
-    f0, N, D, K, stride_xf, stride_xn, fill,
+    f0, N, D, K, stride_xf, stride_xn, fill, pid_ptr,
     HAS_W: tl.constexpr, HAS_E: tl.constexpr, EXCLUDE: tl.constexpr, HALF_DOT: tl.constexpr,
-    NP: tl.constexpr, NT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    EMULATE_TC: tl.constexpr, NP: tl.constexpr, NT: tl.constexpr, BT: tl.constexpr,
+    BD: tl.constexpr, REMAP: tl.constexpr,
 ):
     """Greedy max-min selection of K tokens in every frame of a chunk (frames f0 + slot).
 
@@ -99,8 +101,8 @@ def _adts_select_kernel(
     chunk and runs ``_greedy_picks``: the first pick from the merged partials, then K-1 steps on
     the running minimum, reading D' rows from the scratch (L2). No program ever waits.
     """
-    i_p = tl.program_id(0)
-    i_s = tl.program_id(1).to(tl.int64)
+    i_p, i_s = program_ids(pid_ptr, REMAP)
+    i_s = i_s.to(tl.int64)
     i_f = f0 + i_s
     n_t = tl.cdiv(N, BT)
     r = i_p * 0  # row tile r and column tile c >= r of pair i_p
@@ -119,7 +121,7 @@ def _adts_select_kernel(
     b_nc = tl.load(norm_ptr + i_f * N + o_c, mask=m_c, other=1.0)
     p_x = x_ptr + i_f * stride_xf
     b_cd = 1.0 - cosine_tile(p_x, p_x, o_r, o_c, m_r, m_c, b_nr, b_nc, D, stride_xn,
-                             HALF_DOT, BT, BT, BD)  # [BT (i in r), BT (j in c)]
+                             HALF_DOT, EMULATE_TC, BT, BT, BD)  # [BT (i in r), BT (j in c)]
     b_rc = b_cd  # D'(i, j) = cd(i, j) w_j e_j
     b_cr = b_cd  # D'(j, i) = cd(i, j) w_i e_i, still indexed [i, j]
     if HAS_W:
@@ -153,7 +155,7 @@ def _adts_select_kernel(
     tl.store(p_m2 + c * NP + o_r, b_lo2, mask=m_r)
 
     tl.debug_barrier()  # all of this program's stores before its ticket (release)
-    ticket = tl.atomic_add(ticket_ptr + i_s, 1, sem="acq_rel")
+    ticket = tl.atomic_add(ticket_ptr + i_s, 1, sem="acq_rel", scope="gpu")
     if ticket == n_t * (n_t + 1) // 2 - 1:
         tl.store(ticket_ptr + i_s, 0)
         _greedy_picks(p_d, p_m1, p_m2, out_ptr + i_f * K, N, K, fill, n_t, EXCLUDE, NP)
@@ -220,6 +222,6 @@ def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
                    f0, n, dim, k, x.stride(0), x.stride(1), float(fill),
                    HAS_W=weights is not None, HAS_E=event is not None,
                    EXCLUDE=bool(exclude_selected), HALF_DOT=half_dot(x),
-                   NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
+                   EMULATE_TC=interpreting(), NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
                    num_warps=ADTS_WARPS_LARGE if np_ >= ADTS_LARGE_NP else ADTS_WARPS)
     return out

@@ -15,6 +15,7 @@ from ._runtime import (
     device_guard,
     launch,
 )
+from ._tiles import program_ids
 
 NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 
@@ -22,8 +23,8 @@ NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 @triton.jit
 def _token_stats_kernel(
     x_ptr, mu_ptr, norm_ptr, event_ptr,
-    N, D, stride_xf, stride_xn,
-    HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    N, D, stride_xf, stride_xn, pid_ptr,
+    HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, REMAP: tl.constexpr,
 ):
     """One pass over the tokens of a block of BN rows of one frame f (grid: frames x row blocks):
 
@@ -32,8 +33,8 @@ def _token_stats_kernel(
 
     in fp32, whatever the input dtype (cast right after the load).
     """
-    i_f = tl.program_id(0).to(tl.int64)
-    i_n = tl.program_id(1)
+    i_f, i_n = program_ids(pid_ptr, REMAP)
+    i_f = i_f.to(tl.int64)
     o_n = i_n * BN + tl.arange(0, BN)
     m_n = o_n < N
     o_d = tl.arange(0, BD)
