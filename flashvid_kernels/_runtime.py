@@ -29,8 +29,9 @@ BLOCK_D_INTERPRETER = 1024  # the interpreter pays per chunk, so it takes wide c
 STATS_ROWS = 16  # token_stats: rows per program (memory-bound: many programs, wide loads)
 STATS_BLOCK_D_GPU = 256  # token_stats: feature chunk (16 x 256 bf16 = 8 KB per step)
 # Scratch of one adts_select launch (D' and the column partials of a chunk of frames): frames are
-# processed in chunks of a fixed size, so the scratch never grows with F. 32 MiB stays in the L2
-# of an H100/H200 (50/60 MB), where the greedy loop re-reads its rows.
+# processed in chunks of as many frames as fit here (at least one), so the scratch never grows
+# with F. 32 MiB stays in the L2 of an H100/H200 (50/60 MB), where the greedy loop re-reads its
+# rows. A frame that alone needs more gets a scratch of its own size: N = 4096 takes 69 MB.
 SCRATCH_BYTES = 32 << 20
 # adts_select warps: the frame's last program keeps a few [next_pow2(N)] vectors in registers
 # through the greedy loop; at N > 2048 four warps spill (255 registers + 176 bytes of stack)

@@ -1,25 +1,9 @@
-"""What the kernels share: the program ids (with the test hook that permutes them) and the
-cosine-similarity tile that the ADTS Gram and the TSTM edges are built from."""
+"""The cosine-similarity tile that the ADTS Gram and the TSTM edges are built from."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def program_ids(pid_ptr, REMAP: tl.constexpr):
-    """(axis-0, axis-1) ids of the work this program does: its own, or with REMAP (a test hook,
-    see ``_runtime.program_order``) those of program ``pid_ptr[L]``, L = pid0 + pid1 * n0 the
-    linear index of this program in the grid (pid_ptr: int32 permutation of the grid)."""
-    i_0 = tl.program_id(0)
-    i_1 = tl.program_id(1)
-    if REMAP:
-        n_0 = tl.num_programs(0)
-        lin = tl.load(pid_ptr + i_1.to(tl.int64) * n_0 + i_0)
-        i_0 = lin % n_0
-        i_1 = lin // n_0
-    return i_0, i_1
 
 
 @triton.jit
@@ -42,7 +26,7 @@ def cosine_tile(p_a, p_b, o_a, o_b, m_a, m_b, b_na, b_nb, D, stride_n,
     o_d = tl.arange(0, BD)
     p_ra = p_a + o_a[:, None].to(tl.int64) * stride_n  # [BA, 1]
     p_rb = p_b + o_b[:, None].to(tl.int64) * stride_n  # [BB, 1]
-    b_s = tl.zeros((BA, BB), dtype=tl.float32)
+    b_s = tl.full((BA, BB), 0.0, dtype=tl.float32)
     for d0 in range(0, D, BD):
         m_d = (d0 + o_d) < D
         b_a = tl.load(p_ra + (d0 + o_d)[None, :], mask=m_a[:, None] & m_d[None, :], other=0.0)

@@ -15,7 +15,6 @@ from ._runtime import (
     device_guard,
     launch,
 )
-from ._tiles import program_ids
 
 NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 
@@ -33,7 +32,12 @@ def _token_stats_kernel(
 
     in fp32, whatever the input dtype (cast right after the load).
     """
-    i_f, i_n = program_ids(pid_ptr, REMAP)
+    i_f = tl.program_id(0)
+    i_n = tl.program_id(1)
+    if REMAP:  # test hook (_runtime.program_order): do the work of program pid_ptr[L]
+        lin = tl.load(pid_ptr + i_n.to(tl.int64) * tl.num_programs(0) + i_f)
+        i_f = lin % tl.num_programs(0)
+        i_n = lin // tl.num_programs(0)
     i_f = i_f.to(tl.int64)
     o_n = i_n * BN + tl.arange(0, BN)
     m_n = o_n < N

@@ -16,7 +16,7 @@ from ._runtime import (
     interpreting,
     launch,
 )
-from ._tiles import cosine_tile, program_ids
+from ._tiles import cosine_tile
 from .stats import token_stats
 
 NO_PARENT = tl.constexpr(-1)  # parent of a token that links to nothing
@@ -38,17 +38,23 @@ def _tstm_edges_kernel(
 
     streaming the previous frame in blocks of BC columns with a running max/argmax, so no N x N
     matrix is ever written. Tokens that are not eligible, and every token of a segment's first
-    frame (start[t] != 0), get maxsim = NO_SIM and parent = NO_PARENT. A row whose best
-    similarity is not above NO_SIM keeps parent = NO_PARENT (it can never merge).
+    frame (start[t] != 0, and frame 0 whatever start says), get maxsim = NO_SIM and parent =
+    NO_PARENT. A row whose best similarity is not above NO_SIM keeps parent = NO_PARENT (it can
+    never merge).
     """
-    i_t, i_r = program_ids(pid_ptr, REMAP)
+    i_t = tl.program_id(0)
+    i_r = tl.program_id(1)
+    if REMAP:  # test hook (_runtime.program_order): do the work of program pid_ptr[L]
+        lin = tl.load(pid_ptr + i_r.to(tl.int64) * tl.num_programs(0) + i_t)
+        i_t = lin % tl.num_programs(0)
+        i_r = lin // tl.num_programs(0)
     i_t = i_t.to(tl.int64)
     o_r = i_r * BR + tl.arange(0, BR)
     m_r = o_r < N
     o_c0 = tl.arange(0, BC)
     b_best = tl.full((BR,), NO_SIM, dtype=tl.float32)
     b_arg = tl.full((BR,), NO_PARENT, dtype=tl.int64)
-    is_start = tl.load(start_ptr + i_t) != 0
+    is_start = (tl.load(start_ptr + i_t) != 0) | (i_t == 0)  # frame 0 has no previous frame
     if not is_start:
         p_cur = x_ptr + i_t * stride_xf
         p_prev = p_cur - stride_xf
@@ -62,8 +68,8 @@ def _tstm_edges_kernel(
                               HALF_DOT, EMULATE_TC, BR, BC, BD)  # [BR, BC]
             b_s = tl.where(b_ec[None, :], b_s, NO_SIM)
             b_s = tl.where(m_c[None, :], b_s, -float("inf"))
-            b_v = tl.max(b_s, axis=1)
-            b_i = tl.argmax(b_s, axis=1).to(tl.int64) + c0
+            b_v, b_i = tl.max(b_s, axis=1, return_indices=True)  # first index on ties
+            b_i = b_i.to(tl.int64) + c0
             b_up = b_v > b_best  # strict: an earlier block keeps its ties
             b_arg = tl.where(b_up, b_i, b_arg)
             b_best = tl.where(b_up, b_v, b_best)
