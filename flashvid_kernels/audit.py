@@ -166,8 +166,9 @@ class PtxProgram:
 
     def address_bases(self, ins: Instr) -> frozenset:
         addr = ins.address or ""
-        if ins.op.startswith("cp.async") and len(ins.operands) > 1:
-            addr = ins.operands[1]  # cp.async [dst_shared], [src_global], ...
+        if ins.op.startswith(("cp.async", "cp.reduce.async")) and len(ins.operands) > 1:
+            # cp.async.<dst space>.<src space> [dst], [src], ...: the global side's address
+            addr = ins.operands[0] if _copy_direction(ins.op) == "store" else ins.operands[1]
         out: set = set()
         for r in _REG.findall(addr):
             out |= self.bases(r)
@@ -287,6 +288,14 @@ def _qualifiers(op: str) -> list[str]:
     return op.split(".")[1:]
 
 
+def _copy_direction(op: str) -> str | None:
+    """"store" for an asynchronous copy to global memory, "load" for one from it."""
+    spaces = [q for q in _qualifiers(op) if q == "global" or q.startswith("shared")]
+    if len(spaces) < 2:
+        return None
+    return "store" if spaces[0] == "global" else "load" if spaces[1] == "global" else None
+
+
 def _atomic_info(op: str) -> dict:
     q = _qualifiers(op)
     sem = next((s for s in q if s in _SEMS), None)
@@ -357,13 +366,18 @@ def audit_ptx(ptx: str, params: list[str], pointers: set[str] | None = None) -> 
     for ins in prog.instrs:
         if ins.op.startswith(("atom.", "red.")):
             atomics.append(ins)
-        elif ins.op.startswith(("st.global", "st.async", "cp.async.bulk.global",
-                                "cp.reduce.async.bulk.global", "st.volatile.global")) or (
-                ins.op.startswith("st.") and not ins.op.startswith(("st.shared", "st.local",
-                                                                    "st.param"))):
-            stores.append(ins)
-        elif ins.op.startswith("ld.global") or (ins.op.startswith("cp.async")
-                                                 and ".shared" in ins.op):
+        elif ins.op.startswith(("cp.async", "cp.reduce.async")):
+            direction = _copy_direction(ins.op)
+            if direction == "store":
+                stores.append(ins)
+            elif direction == "load":
+                loads.append(ins)
+        elif ins.op.startswith("st.") and not ins.op.startswith(("st.shared", "st.local",
+                                                                 "st.param")):
+            stores.append(ins)  # st.global, and generic st (which may address global memory)
+        elif ins.op.startswith("ld.global") or (
+                ins.op.startswith("ld.") and not ins.op.startswith(("ld.shared", "ld.local",
+                                                                    "ld.param", "ld.const"))):
             loads.append(ins)
     base = {id(i): prog.address_bases(i) & ptrs for i in loads + stores + atomics}
     counters = set().union(*(base[id(a)] for a in atomics)) if atomics else set()
@@ -431,14 +445,15 @@ def audit_ptx(ptx: str, params: list[str], pointers: set[str] | None = None) -> 
             "no scratch load after the atomic" if not after_loads else
             "no CTA barrier between the atomic (one thread's acquire) and the scratch loads")
         early = [ld for ld in s_loads if ld.index < t.index]
-        nc = [ld for ld in after_loads if "nc" in _qualifiers(ld.op)]
+        nc = [ld for ld in after_loads if "nc" in _qualifiers(ld.op)
+              or ld.op.startswith("cp.async.bulk")]  # non-coherent, or the async proxy
         cached = [ld for ld in after_loads if not _l1_bypass(ld.op)]
         kinds = sorted({ld.op for ld in after_loads})
         checks["scratch_reads"] = _check(
             not early and not nc and not cached and bool(after_loads),
             f"{len(after_loads)} loads after the atomic ({', '.join(kinds)}), "
             f"e.g. {_show(after_loads[0]) if after_loads else '-'}; {len(early)} before it"
-            + (f"; non-coherent: {_show(nc[0])}" if nc else "")
+            + (f"; non-coherent or async proxy: {_show(nc[0])}" if nc else "")
             + (f"; through L1: {_show(cached[0])}" if cached else ""))
         late = [s for s in s_stores if s.index > t.index]
         proxy = [s for s in s_stores if not s.op.startswith("st.")]
@@ -451,8 +466,10 @@ def audit_ptx(ptx: str, params: list[str], pointers: set[str] | None = None) -> 
         early_c = [s for s in c_stores if s.index < t.index]
         details, ok = [], bool(resets) and not early_c
         for s in resets:
-            values = [r for r in _REG.findall(s.operands[-1])] if s.operands else []
-            zero = bool(values) and all(prog.constant(v) == 0 for v in values)
+            value = s.operands[-1].strip("{} ") if s.operands else ""
+            regs = _REG.findall(value)
+            zero = (all(prog.constant(v) == 0 for v in regs) if regs
+                    else re.fullmatch(r"0x0*|0+", value) is not None)
             guards = []
             for b in prog.instrs[t.index + 1:s.index]:
                 target = b.operands[-1] if b.operands else ""
@@ -472,7 +489,7 @@ def audit_ptx(ptx: str, params: list[str], pointers: set[str] | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------ TTIR
-_TT_RESULT = re.compile(r"^\s*(%[\w]+)(?::\d+)?\s*=\s*([\w.]+)\s*(.*)$")
+_TT_RESULT = re.compile(r"^\s*(%[\w]+)(?::\d+)?\s*=\s*\"?([\w.]+)\"?\s*(.*)$")
 _TT_VALUE = re.compile(r"%[\w]+(?:#\d+)?")
 
 

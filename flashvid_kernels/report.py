@@ -341,21 +341,22 @@ def print_protocol(rows: list[dict], out=sys.stdout) -> None:
         failed = _failed_checks(r)
         head = (f"{name} sm_{r['arch']} {dtype} {_short(r['meta'])}: "
                 f"{'OK' if not failed else 'FAILED ' + ', '.join(failed)}")
-        if not p["cross_program"]:
+        if not p["cross_program"] and not failed:
             print(f"{head}; no cross-program communication; {c['checks']['dot_sizes']['detail']}"
                   f"; {c['checks']['int64_frame_offsets']['detail']}", file=out)
             continue
         print(head, file=out)
         print(f"  counters {p['counters']}, scratch {p['scratch']}", file=out)
         for a in p["atomics"]:
-            print(f"  ticket         {a['ptx']}", file=out)
+            print(f"  {'ticket':<23} {a['ptx']}", file=out)
         for check in ("sem_scope", "single_thread", "barrier_before", "barrier_after",
                       "scratch_writes", "scratch_reads", "reset", "float_atomics"):
             if check in p["checks"]:
                 v = p["checks"][check]
-                print(f"  {check:<14} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}", file=out)
+                print(f"  {check:<23} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}", file=out)
         for check, v in c["checks"].items():
-            print(f"  {check:<14} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}", file=out)
+            print(f"  {check + ' (ttir)':<23} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}",
+                  file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,7 +149,8 @@ def test_audit_fails_each_broken_protocol(variant_audits):
 @pytest.mark.slow
 def test_audit_fails_edited_ptx(variant_audits):
     """Edits of the good PTX that a compiler could make: no barrier before the ticket, the
-    partials read through the non-coherent path, the broadcast barrier gone."""
+    partials read through the non-coherent path, the broadcast barrier gone, the atomic's
+    qualifiers dropped."""
     from flashvid_kernels.audit import audit_ptx
 
     ptx = variant_audits["good_ptx"]
@@ -165,4 +166,7 @@ def test_audit_fails_edited_ptx(variant_audits):
         got["checks"]["scratch_reads"]["detail"]
     no_bar_after = [line for i, line in enumerate(lines) if not (i > atom and "bar.sync" in line)]
     assert not audit_ptx("\n".join(no_bar_after), params)["checks"]["barrier_after"]["ok"]
+    bare = audit_ptx(ptx.replace("atom.global.gpu.acq_rel.", "atom.global."), params)
+    assert not bare["checks"]["sem_scope"]["ok"]  # PTX's default for atom: relaxed
+    assert "relaxed (PTX default)" in bare["checks"]["sem_scope"]["detail"]
 

@@ -411,14 +411,15 @@ def test_repeated_launches_agree_on_gpu():
 @needs_gpu
 def test_launchers_never_synchronise_and_capture_in_a_cuda_graph():
     """No host synchronisation inside the launchers (sync debug mode raises on one), and the
-    three launches replay from a CUDA graph with the same results."""
+    three launches replay from a CUDA graph with the same results, also on new inputs copied
+    into the captured buffers (the frame tickets are zeroed and reset on every replay)."""
     x, a = random_video(16, 196, 512, seed=2, dtype=torch.bfloat16)
-    mu = x.float().mean(dim=(0, 1)).expand(16, -1).contiguous()
     eligible = torch.ones(16, 196, dtype=torch.bool, device=x.device)
     eligible[:, ::3] = False
     start = segment_layout(16, [0, 7])[0]
 
     def run():
+        mu = x.float().mean(dim=(0, 1)).expand(16, -1).contiguous()
         norms, event = K.token_stats(x, mu)
         picks = K.adts_select(x, a.float() * 1e6, 18, event=event, norms=norms)
         return (picks, *K.tstm_edges(x, eligible, start, norms=norms))
@@ -437,6 +438,14 @@ def test_launchers_never_synchronise_and_capture_in_a_cuda_graph():
     torch.cuda.synchronize()
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+    for seed in (3, 4):
+        x_new, a_new = random_video(16, 196, 512, seed=seed, dtype=torch.bfloat16)
+        x.copy_(x_new)
+        a.copy_(a_new)
+        graph.replay()
+        torch.cuda.synchronize()
+        for g, w in zip(got, run()):
+            assert torch.equal(g, w), seed
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="the device guard needs two GPUs")
