@@ -41,16 +41,20 @@ unset FLASHVID_KERNELS_PROGRAM_ORDER FLASHVID_KERNELS_GPU_PLAN
 BUDGET=${GPU_CHECK_BUDGET_S:-470}
 left() { echo $((BUDGET - SECONDS)); }
 FAILED=()
+STATUS=()
+exec 3>&1  # the status lines go to the terminal, not into a step's own log
 capped() {  # capped NAME SECONDS CMD...: run CMD with at most SECONDS (never past the budget)
     local name=$1 cap=$2; shift 2
     local t; t=$(left); ((t < cap)) && cap=$t
     if ((cap < 5)); then
-        echo "[gpu_check] $name: skipped (budget spent)"; FAILED+=("$name(skipped)"); return 124
+        echo "[gpu_check] $name: skipped (budget spent)" >&3; FAILED+=("$name(skipped)")
+        return 124
     fi
     local t0=$SECONDS
     timeout --kill-after=10 "$cap" "$@"
     local rc=$?
-    echo "[gpu_check] $name: exit $rc in $((SECONDS - t0)) s (cap $cap s)"
+    echo "[gpu_check] $name: exit $rc in $((SECONDS - t0)) s (cap $cap s)" >&3
+    STATUS+=("$name: exit $rc in $((SECONDS - t0)) s")
     ((rc == 0)) || FAILED+=("$name(exit $rc)")
     return $rc
 }
@@ -127,6 +131,7 @@ wait  # the tee of each log
 {
     echo "gpu_check on $DEVICE, $(date -u +%FT%TZ), ${SECONDS} s, git $(git rev-parse --short HEAD 2>/dev/null)"
     echo "command: bash benchmarks/gpu_check.sh $FLAG"
+    printf '  %s\n' "${STATUS[@]}"
     if ((${#FAILED[@]})); then echo "FAILED: ${FAILED[*]}"; else echo "all steps passed"; fi
     grep -h -E "passed|failed" "$RES"/pytest.log "$RES"/order-*.log 2>/dev/null | tail -n 5
 } | tee "$RES/summary.txt"
