@@ -1,133 +1,143 @@
 #!/usr/bin/env bash
-# One-shot GPU check of the project, for a machine with an NVIDIA GPU, the project's tree, a
-# Python with torch + triton (+ pytest, hypothesis) and no internet. Nothing is installed: the
-# tree is used through PYTHONPATH. Under 8 minutes in all (each step has a time cap):
-#   1. device and versions                          -> env.json
-#   2. compiled kernel + parity tests, 3 dtypes      -> pytest.log, pytest.xml
-#   3. kernel times at the preset shapes (bf16)      -> kernels.json
-#   4. flashvid bench, 4 presets + 1024 frames, bf16 -> bench.log and the bench's own files
-#   5. compile report with this machine's Triton    -> report.jsonl (if time is left)
-# Results go to benchmarks/results/<device>/ (e.g. nvidia-h200), and to $OUT when it is set
-# (a tarball of the folder plus the small files, at most 8 files).
+# The GPU check of the project in one command, for a machine with an NVIDIA GPU, the project's
+# tree and a Python with torch + triton + pytest + hypothesis (no internet, nothing installed:
+# the tree is used through PYTHONPATH). Every step has a time cap; the whole run stays under
+# 8 minutes (GPU_CHECK_BUDGET_S, default 470 s):
+#   1. device and versions                                      -> env.json
+#   2. the kernel tests on CUDA against the reference (indices exact in float32; half inputs
+#      through the tensor cores, tie-aware), backend and parity tests -> pytest.log, pytest.xml
+#   3. the kernel tests again with program ids remapped on the device (reversed, a seeded
+#      permutation)                                             -> order-*.log
+#   4. compress in exact-count mode captured in a CUDA graph, replayed on new inputs -> graph.json
+#   5. each kernel and compress at the four presets (CUDA events, median of 50), ratios to the
+#      reference, the torch backend and the Gram-matmul floor   -> timing.json
+#   6. peak memory of compress at 32, 320 and 1024 frames        -> memory.json
+#   7. flashvid bench at the presets (its own floors, 50 repeats) -> bench.log, bench.jsonl/csv
+#   8. the compile report and protocol audit with this machine's Triton -> report.txt
+# Results go to benchmarks/results/<device>/ (e.g. nvidia-h200) with summary.txt; with $OUT set,
+# also a tarball and the small files there.
 #
-#   bash benchmarks/gpu_check.sh            # PYTHON=python3 by default
+#   bash benchmarks/gpu_check.sh                 # on the GPU machine (PYTHON=python3)
+#   bash benchmarks/gpu_check.sh --dry-run       # any CPU machine: the same steps under
+#        TRITON_INTERPRET=1 on tiny shapes, to prove the script itself works (not the GPU);
+#        results in ${TMPDIR:-/tmp}/flashvid-gpu-check-dry-run unless --out DIR is given
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
+DRY=0
+RES=""
+while (($#)); do
+    case $1 in
+        --dry-run) DRY=1 ;;
+        --out) RES=$2; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        *) echo "gpu_check: unknown argument $1 (expected --dry-run, --out DIR)" >&2; exit 2 ;;
+    esac
+    shift
+done
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET
-BUDGET=${GPU_CHECK_BUDGET_S:-470}  # the whole script, seconds
+unset FLASHVID_KERNELS_PROGRAM_ORDER FLASHVID_KERNELS_GPU_PLAN
+BUDGET=${GPU_CHECK_BUDGET_S:-470}
 left() { echo $((BUDGET - SECONDS)); }
-capped() {  # capped SECONDS CMD...: run CMD with at most SECONDS (and never past the budget)
-    local cap=$1; shift
+FAILED=()
+STATUS=()
+exec 3>&1  # the status lines go to the terminal, not into a step's own log
+capped() {  # capped NAME SECONDS CMD...: run CMD with at most SECONDS (never past the budget)
+    local name=$1 cap=$2; shift 2
     local t; t=$(left); ((t < cap)) && cap=$t
-    if ((cap < 5)); then echo "[gpu_check] skipped (budget spent): $*"; return 124; fi
+    if ((cap < 5)); then
+        echo "[gpu_check] $name: skipped (budget spent)" >&3; FAILED+=("$name(skipped)")
+        return 124
+    fi
+    local t0=$SECONDS
     timeout --kill-after=10 "$cap" "$@"
+    local rc=$?
+    echo "[gpu_check] $name: exit $rc in $((SECONDS - t0)) s (cap $cap s)" >&3
+    STATUS+=("$name: exit $rc in $((SECONDS - t0)) s")
+    ((rc == 0)) || FAILED+=("$name(exit $rc)")
+    return $rc
 }
 
-DEVICE=$($PY -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '-', \
+if ((DRY)); then
+    export TRITON_INTERPRET=1
+    DEVICE=cpu-dry-run
+    RES=${RES:-${TMPDIR:-/tmp}/flashvid-gpu-check-dry-run}
+    FLAG=--dry-run
+    # tiny: a few quick kernel tests (the full suite runs them all under the interpreter)
+    TESTS=(tests/kernels/test_kernels.py::test_adts_select_small
+           tests/kernels/test_kernels.py::test_token_stats
+           tests/kernels/test_order.py::test_permutations_move_the_last_ticket)
+    ORDER_TESTS=(tests/kernels/test_kernels.py::test_adts_select_small)
+    BENCH=(--shape 2x36x16 --stages compress --backends reference,torch,triton --repeats 3
+           --min-time 0)
+    REPORT=(--workload llava_onevision --arch 80 --dtype bfloat16 --kernel adts_select
+            --jobs 2)
+    XDIST=""
+else
+    unset TRITON_INTERPRET
+    DEVICE=$($PY -c "import torch, re; print(re.sub(r'[^a-z0-9]+', '-', \
 torch.cuda.get_device_name(0).lower()).strip('-'))") || { echo "no CUDA device"; exit 2; }
-RES="benchmarks/results/$DEVICE"
-mkdir -p "$RES"
-echo "[gpu_check] $DEVICE -> $RES ($(date -u +%FT%TZ))"
-
-# 1. environment ------------------------------------------------------------------------------
-$PY - "$RES/env.json" <<'EOF'
-import json, platform, subprocess, sys, torch, triton
-p = torch.cuda.get_device_properties(0)
-smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,"
-                      "clocks.max.sm", "--format=csv,noheader"], capture_output=True, text=True)
-git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-env = {"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
-       "sms": p.multi_processor_count, "memory_gb": round(p.total_memory / 2**30, 1),
-       "nvidia_smi": smi.stdout.strip(), "torch": torch.__version__, "cuda": torch.version.cuda,
-       "triton": triton.__version__, "python": platform.python_version(), "git": git or None,
-       "commands": {
-           "tests": "pytest -q -n 8 tests/kernels/test_kernels.py tests/core/test_backends.py tests/core/test_parity.py",
-           "bench": "flashvid bench --device cuda --dtype bfloat16 --preset llava_onevision "
-                    "--preset llava_video --preset qwen2_5_vl --preset qwen3_vl "
-                    "--shape 1024x196x3584 --out benchmarks/results/<device>"}}
-json.dump(env, open(sys.argv[1], "w"), indent=1)
-print(json.dumps(env, indent=1))
-EOF
-
-# 2. compiled kernels and parity, float32/float16/bfloat16 (Triton compiles on first launch: the
-# tests run in 8 processes so that compilation is parallel; the cache is shared) ---------------
-XDIST=""
-$PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
-capped 210 $PY -m pytest -q -ra $XDIST --durations=15 --junitxml="$RES/pytest.xml" \
-    tests/kernels/test_kernels.py tests/core/test_backends.py tests/core/test_parity.py 2>&1 | tee "$RES/pytest.log"
-TESTS_RC=${PIPESTATUS[0]}
-echo "[gpu_check] tests exit $TESTS_RC"
-
-# 3. kernel times: each launcher alone and the three in one CUDA graph, median of do_bench ------
-capped 60 $PY - "$RES/kernels.json" <<'EOF' 2>&1 | tee "$RES/kernels.log"
-import json, math, sys, torch
-from triton.testing import do_bench
-import flashvid_kernels as K
-from flashvid_kernels._runtime import recording
-
-SHAPES = [("llava_onevision", 32, 196, 3584, "adts"), ("llava_video", 64, 169, 3584, "adts"),
-          ("qwen2_5_vl", 16, 1024, 3584, "adts_v1"), ("qwen3_vl", 16, 1024, 4096, "adts_v1"),
-          ("long", 1024, 196, 3584, "adts")]
-HBM = 4.3e12  # bytes/s, device-to-device copy measured on an H200 of this workplace
-rows = []
-for name, f, n, d, sel in SHAPES:
-    k = math.ceil(min(n, math.ceil(n * 0.10 * 1.25)) * 0.7)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(f, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
-    a = torch.rand(f, n, device="cuda", generator=g) * 1e6
-    mu = x.float().mean(dim=1)
-    elig = torch.rand(f, n, device="cuda", generator=g) > 0.1
-    start = torch.zeros(f, dtype=torch.bool, device="cuda"); start[::4] = True
-    use_e = sel == "adts"
-    norms, event = K.token_stats(x, mu if use_e else None)
-    stats = lambda: K.token_stats(x, mu if use_e else None)
-    adts = lambda: K.adts_select(x, a, k, not use_e, event=event, norms=norms)
-    tstm = lambda: K.tstm_edges(x, elig, start, norms=norms)
-    def all3():
-        nn, ev = K.token_stats(x, mu if use_e else None)
-        K.adts_select(x, a, k, not use_e, event=ev, norms=nn)
-        K.tstm_edges(x, elig, start, norms=nn)
-    with recording() as launches:
-        all3()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
-    all3(); torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        all3()
-    row = {"shape": name, "frames": f, "tokens": n, "dim": d, "k": k, "selection": sel,
-           "dtype": "bfloat16", "launches": len(launches),
-           "programs": [math.prod(l.grid) for l in launches],
-           "stats_us": do_bench(stats, return_mode="median") * 1e3,
-           "adts_us": do_bench(adts, return_mode="median") * 1e3,
-           "tstm_us": do_bench(tstm, return_mode="median") * 1e3,
-           "graph_us": do_bench(graph.replay, return_mode="median") * 1e3,
-           "peak_extra_mib": round(peak, 1),
-           "read_floor_us": x.numel() * x.element_size() / HBM * 1e6}
-    rows.append(row)
-    print(" ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in row.items()))
-json.dump(rows, open(sys.argv[1], "w"), indent=1)
-EOF
-
-# 4. the stage benchmark (reference / torch / triton, with peak memory) ------------------------
-capped $(( $(left) > 70 ? $(left) - 60 : $(left) )) $PY -m flashvid bench --device cuda \
-    --dtype bfloat16 --preset llava_onevision --preset llava_video --preset qwen2_5_vl \
-    --preset qwen3_vl --shape 1024x196x3584 --out "$RES" 2>&1 | tee "$RES/bench.log"
-echo "[gpu_check] bench exit ${PIPESTATUS[0]}"
-
-# 5. what this machine's Triton makes of the kernels (registers, spills) -----------------------
-capped 55 $PY -m flashvid_kernels.report --json --arch 90 --jobs 16 > "$RES/report.jsonl" \
-    2> "$RES/report.log"
-echo "[gpu_check] report exit $?"
-
-echo "[gpu_check] done in ${SECONDS}s; results in $RES"
-if [[ -n "${OUT:-}" ]]; then
-    tar -czf "$OUT/results.tar.gz" -C benchmarks/results "$DEVICE"
-    cp "$RES/env.json" "$RES/pytest.log" "$RES/kernels.json" "$RES/bench.log" "$OUT/" 2>/dev/null
-    ls -la "$OUT"
+    RES=${RES:-benchmarks/results/$DEVICE}
+    FLAG=""
+    TESTS=(tests/kernels/test_kernels.py tests/kernels/test_order.py
+           tests/kernels/test_half_dot.py tests/core/test_backends.py tests/core/test_parity.py)
+    ORDER_TESTS=(tests/kernels/test_kernels.py tests/kernels/test_order.py)
+    BENCH=(--device cuda --dtype bfloat16 --preset llava_onevision --preset llava_video
+           --preset qwen2_5_vl --preset qwen3_vl --repeats 50 --min-time 1000000)
+    REPORT=(--arch 90 --jobs 16)
+    XDIST=""
+    $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"
 fi
-exit "$TESTS_RC"
+mkdir -p "$RES"
+echo "[gpu_check] $DEVICE -> $RES ($(date -u +%FT%TZ)), budget $BUDGET s"
+
+# (each step's output goes to the terminal and to its log; `capped` records failures)
+# 1. environment (device, versions, git revision, this command) -------------------------------
+capped env 30 $PY -m benchmarks.gpu_check env --out "$RES" $FLAG
+
+# 2. the kernel tests on this device against the reference -----------------------------------
+# (on a GPU, Triton compiles on first launch: 8 processes compile in parallel, cache shared)
+capped tests 200 $PY -m pytest -q -ra $XDIST -p no:cacheprovider --junitxml="$RES/pytest.xml" \
+    "${TESTS[@]}" > >(tee "$RES/pytest.log") 2>&1
+
+# 3. the same kernels with their program ids remapped on the device ---------------------------
+ORDERS=(reversed seed:20260)
+((DRY)) && ORDERS=(reversed)  # the loop is the same for every order
+for order in "${ORDERS[@]}"; do
+    FLASHVID_KERNELS_PROGRAM_ORDER=$order capped "order-$order" 60 $PY -m pytest -q -x $XDIST \
+        -p no:cacheprovider "${ORDER_TESTS[@]}" > >(tee "$RES/order-${order/:/-}.log") 2>&1
+done
+
+# 4. compress in exact-count mode: one CUDA graph, replayed on new inputs ---------------------
+capped graph 60 $PY -m benchmarks.gpu_check graph --out "$RES" $FLAG
+
+# 5. each kernel and compress at the presets --------------------------------------------------
+capped timing 90 $PY -m benchmarks.gpu_check timing --out "$RES" $FLAG
+
+# 6. peak memory at 32, 320 and 1024 frames ---------------------------------------------------
+capped memory 45 $PY -m benchmarks.gpu_check memory --out "$RES" $FLAG
+
+# 7. the stage benchmark (reference / torch / triton, floors of its own) ----------------------
+cap=$(( $(left) > 100 ? $(left) - 70 : $(left) - 5 ))
+capped bench "$cap" $PY -m benchmarks "${BENCH[@]}" --out "$RES" > >(tee "$RES/bench.log") 2>&1
+
+# 8. this machine's Triton: registers, spills and the cross-program protocol audit -------------
+capped report 65 env -u TRITON_INTERPRET $PY -m flashvid_kernels.report "${REPORT[@]}" \
+    > "$RES/report.txt" 2> "$RES/report.log"
+tail -n 3 "$RES/report.log"
+wait  # the tee of each log
+
+{
+    echo "gpu_check on $DEVICE, $(date -u +%FT%TZ), ${SECONDS} s, git $(git rev-parse --short HEAD 2>/dev/null)"
+    echo "command: bash benchmarks/gpu_check.sh $FLAG"
+    printf '  %s\n' "${STATUS[@]}"
+    if ((${#FAILED[@]})); then echo "FAILED: ${FAILED[*]}"; else echo "all steps passed"; fi
+    grep -h -E "passed|failed" "$RES"/pytest.log "$RES"/order-*.log 2>/dev/null | tail -n 5
+} | tee "$RES/summary.txt"
+if [[ -n "${OUT:-}" ]]; then
+    tar -czf "$OUT/results.tar.gz" -C "$(dirname "$RES")" "$(basename "$RES")"
+    cp "$RES"/summary.txt "$RES"/env.json "$RES"/timing.json "$RES"/memory.json \
+        "$RES"/graph.json "$RES"/pytest.log "$OUT/" 2>/dev/null
+fi
+((${#FAILED[@]} == 0))

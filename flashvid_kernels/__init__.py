@@ -9,7 +9,9 @@ All launchers take a flat list of frames (any mix of segments and videos), run o
 (on the tensors' own device), or on CPU tensors under the Triton interpreter (TRITON_INTERPRET=1),
 never synchronise with the host and allocate only with torch.empty / torch.zeros.
 ``python -m flashvid_kernels.report`` compiles every specialisation for sm_80 and sm_90 without a
-GPU and prints registers, spills, shared memory and occupancy.
+GPU, prints registers, spills, shared memory and occupancy, and audits the compiled code: the
+cross-program protocol of the ADTS frame ticket from the PTX, tl.dot sizes, masked loads and
+int64 offsets from the TTIR (``flashvid_kernels.audit``; docs/kernels.md).
 """
 
 from ._runtime import MAX_TOKENS, interpreting

@@ -21,6 +21,7 @@ from ._runtime import (
     check_rows,
     device_guard,
     half_dot,
+    interpreting,
     launch,
     next_pow2,
 )
@@ -54,7 +55,7 @@ def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
         b_a2 = tl.load(p_m2 + t * NP + o_n, mask=m_n, other=inf, cache_modifier=".cg")
         b_m2 = tl.minimum(tl.minimum(b_m2, b_a2), tl.maximum(b_m1, b_a1))
         b_m1 = tl.minimum(b_m1, b_a1)
-    first = tl.argmax(tl.where(m_n, b_m2, -inf), axis=0)
+    _, first = tl.max(tl.where(m_n, b_m2, -inf), axis=0, return_indices=True)
     b_run = tl.load(p_d + first * NP + o_n, mask=m_n, other=-inf, cache_modifier=".cg")  # [NP]
     b_count = (o_n == first).to(tl.int32)  # picks of each token (more than 1: a repeat)
     for _ in range(1, K):
@@ -62,7 +63,7 @@ def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
         if EXCLUDE:
             b_score = tl.where(b_count > 0, fill, b_score)
         b_score = tl.where(m_n, b_score, -inf)
-        j = tl.argmax(b_score, axis=0)
+        _, j = tl.max(b_score, axis=0, return_indices=True)  # lowest index on ties
         b_row = tl.load(p_d + j * NP + o_n, mask=m_n, other=-inf, cache_modifier=".cg")
         b_run = tl.minimum(b_run, b_row)
         b_count += (o_n == j).to(tl.int32)
@@ -75,9 +76,10 @@ def _greedy_picks(p_d, p_m1, p_m2, p_out, N, K, fill, n_t,
 @triton.jit(do_not_specialize=["f0", "K"])  # any chunk start and k: one compiled kernel
 def _adts_select_kernel(
     x_ptr, norm_ptr, w_ptr, e_ptr, dist_ptr, part_ptr, ticket_ptr, out_ptr,
-    f0, N, D, K, stride_xf, stride_xn, fill,
+    f0, N, D, K, stride_xf, stride_xn, fill, pid_ptr,
     HAS_W: tl.constexpr, HAS_E: tl.constexpr, EXCLUDE: tl.constexpr, HALF_DOT: tl.constexpr,
-    NP: tl.constexpr, NT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    EMULATE_TC: tl.constexpr, NP: tl.constexpr, NT: tl.constexpr, BT: tl.constexpr,
+    BD: tl.constexpr, REMAP: tl.constexpr,
 ):
     """Greedy max-min selection of K tokens in every frame of a chunk (frames f0 + slot).
 
@@ -100,9 +102,14 @@ def _adts_select_kernel(
     the running minimum, reading D' rows from the scratch (L2). No program ever waits.
     """
     i_p = tl.program_id(0)
-    i_s = tl.program_id(1).to(tl.int64)
+    i_s = tl.program_id(1)
+    if REMAP:  # test hook (_runtime.program_order): do the work of program pid_ptr[L]
+        lin = tl.load(pid_ptr + i_s.to(tl.int64) * tl.num_programs(0) + i_p)
+        i_p = lin % tl.num_programs(0)
+        i_s = lin // tl.num_programs(0)
+    i_s = i_s.to(tl.int64)
     i_f = f0 + i_s
-    n_t = tl.cdiv(N, BT)
+    n_t = (N + BT - 1) // BT
     r = i_p * 0  # row tile r and column tile c >= r of pair i_p
     rem = i_p
     while rem >= n_t - r:
@@ -119,7 +126,7 @@ def _adts_select_kernel(
     b_nc = tl.load(norm_ptr + i_f * N + o_c, mask=m_c, other=1.0)
     p_x = x_ptr + i_f * stride_xf
     b_cd = 1.0 - cosine_tile(p_x, p_x, o_r, o_c, m_r, m_c, b_nr, b_nc, D, stride_xn,
-                             HALF_DOT, BT, BT, BD)  # [BT (i in r), BT (j in c)]
+                             HALF_DOT, EMULATE_TC, BT, BT, BD)  # [BT (i in r), BT (j in c)]
     b_rc = b_cd  # D'(i, j) = cd(i, j) w_j e_j
     b_cr = b_cd  # D'(j, i) = cd(i, j) w_i e_i, still indexed [i, j]
     if HAS_W:
@@ -139,21 +146,19 @@ def _adts_select_kernel(
     p_m1 = part_ptr + i_s * (2 * NT * NP)
     p_m2 = p_m1 + NT * NP
     b_v = tl.where(m_r[:, None], b_rc, inf)
-    b_lo = tl.min(b_v, axis=0)
-    b_at = tl.argmin(b_v, axis=0)
+    b_lo, b_at = tl.min(b_v, axis=0, return_indices=True)
     b_lo2 = tl.min(tl.where(o_t[:, None] == b_at[None, :], inf, b_v), axis=0)
     tl.store(p_m1 + r * NP + o_c, b_lo, mask=m_c)
     tl.store(p_m2 + r * NP + o_c, b_lo2, mask=m_c)
     b_v = tl.where(m_c[None, :], b_cr, inf)
-    b_lo = tl.min(b_v, axis=1)
-    b_at = tl.argmin(b_v, axis=1)
+    b_lo, b_at = tl.min(b_v, axis=1, return_indices=True)
     b_lo2 = tl.min(tl.where(o_t[None, :] == b_at[:, None], inf, b_v), axis=1)
     m_r = tl.where(mirror, m_r, False)
     tl.store(p_m1 + c * NP + o_r, b_lo, mask=m_r)
     tl.store(p_m2 + c * NP + o_r, b_lo2, mask=m_r)
 
     tl.debug_barrier()  # all of this program's stores before its ticket (release)
-    ticket = tl.atomic_add(ticket_ptr + i_s, 1, sem="acq_rel")
+    ticket = tl.atomic_add(ticket_ptr + i_s, 1, sem="acq_rel", scope="gpu")
     if ticket == n_t * (n_t + 1) // 2 - 1:
         tl.store(ticket_ptr + i_s, 0)
         _greedy_picks(p_d, p_m1, p_m2, out_ptr + i_f * K, N, K, fill, n_t, EXCLUDE, NP)
@@ -166,11 +171,16 @@ def adts_plan(n: int) -> tuple[int, int, int]:
     return np_, np_ // bt, bt
 
 
-def adts_chunk(frames: int, n: int) -> int:
-    """Frames per launch: as many as fit in SCRATCH_BYTES of D' and partials (at least one)."""
+def adts_scratch_bytes(n: int) -> int:
+    """Bytes of scratch one frame of n tokens needs: D' [NP, NP] and partials [2, NT, NP]."""
     np_, nt, _ = adts_plan(n)
-    slot = FLOAT32_BYTES * (np_ * np_ + 2 * nt * np_)  # D' [NP, NP], partials [2, NT, NP]
-    return max(1, min(frames, SCRATCH_BYTES // slot, MAX_GRID_Y))
+    return FLOAT32_BYTES * (np_ * np_ + 2 * nt * np_)
+
+
+def adts_chunk(frames: int, n: int) -> int:
+    """Frames per launch: as many as fit in SCRATCH_BYTES of D' and partials, at least one (so
+    a launch's scratch is at most max(SCRATCH_BYTES, adts_scratch_bytes(n)))."""
+    return max(1, min(frames, SCRATCH_BYTES // adts_scratch_bytes(n), MAX_GRID_Y))
 
 
 def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
@@ -190,8 +200,11 @@ def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
         event: [F, N] second column factor e_j (event relevance), applied after ``weights``.
         norms: [F, N] float32 token norms if already computed (see ``token_stats``).
 
-    One launch per chunk of frames (``adts_chunk``: the scratch is at most SCRATCH_BYTES
-    whatever F), each with one program per (token-tile pair, frame); no host synchronisation.
+    One launch per chunk of frames, each with one program per (token-tile pair, frame); no host
+    synchronisation. The scratch (``adts_chunk``) holds D' [NP, NP] and the column partials of
+    as many frames as fit in SCRATCH_BYTES, and at least one, so it never grows with F: at most
+    max(SCRATCH_BYTES, one frame's 4 (NP^2 + 2 NT NP) bytes), i.e. 32 MiB up to N = 2048 (17 MB
+    per frame there) and one frame's 69 MB (66 MiB) at N = 4096.
     """
     x = check_input("adts_select", x)
     frames, n, dim = x.shape
@@ -220,6 +233,6 @@ def adts_select(x: torch.Tensor, weights: torch.Tensor | None, k: int,
                    f0, n, dim, k, x.stride(0), x.stride(1), float(fill),
                    HAS_W=weights is not None, HAS_E=event is not None,
                    EXCLUDE=bool(exclude_selected), HALF_DOT=half_dot(x),
-                   NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
+                   EMULATE_TC=interpreting(), NP=np_, NT=nt, BT=bt, BD=block_d(dim, x.dtype),
                    num_warps=ADTS_WARPS_LARGE if np_ >= ADTS_LARGE_NP else ADTS_WARPS)
     return out

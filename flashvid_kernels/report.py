@@ -13,8 +13,18 @@ a launch binds it (Triton's own argument specialisation: 16-byte alignment, inte
 16) and compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``.
 Registers, stack and static shared memory come from ``cuobjdump -res-usage`` (the copy in the
 Triton wheel), spill bytes from the ``ptxas -v`` log, dynamic shared memory from the compiled
-metadata. Exit status: 0 when everything compiled and no preset specialisation spills, 1
-otherwise.
+metadata.
+
+Each specialisation's PTX and TTIR are then read by ``flashvid_kernels.audit``: for every
+kernel with cross-program communication (the frame ticket of ``adts_select``) the report prints
+the atomic as emitted (semantics, scope, which threads issue it), the CTA barriers around it,
+the loads that read other programs' partials (cache qualifiers), the stores that write them and
+how the counter is reset, each with the PTX line that shows it; for every kernel the tl.dot
+operand shapes, masked loads without ``other``, float atomics, and whether the frame index is
+widened to int64 before any arithmetic. Exit status: 0 when everything compiled, no preset
+specialisation spills and every protocol and code check holds; 1 otherwise.
+
+    python -m flashvid_kernels.report --save-asm asm/   # also write each .ptx / .ttir
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import io
 import json
 import math
@@ -38,6 +49,7 @@ import torch
 
 from ._runtime import Launch, interpreting, recording
 from .adts import adts_select
+from .audit import audit_ptx, audit_ttir
 from .stats import token_stats
 from .tstm import tstm_edges
 
@@ -72,6 +84,8 @@ WORKLOADS = (
     Workload("N2048", 16, 2048, 3584, "adts_v1", False),
     Workload("N4096", 16, 4096, 3584, "adts_v1", False),
     Workload("D8192", 32, 196, 8192, "adts", False),
+    # the address-arithmetic extreme: F*N*D = 2**35 elements (the int64 check reads its code)
+    Workload("F1024_N4096_D8192", 1024, 4096, 8192, "adts_v1", False),
 )
 
 # Per-SM limits for the occupancy: (SMs of the reference part, shared memory per SM, per block)
@@ -156,10 +170,27 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def compile_spec(spec: Spec) -> dict:
-    """Compile one specialisation; its resource usage (or the error) as a dict."""
+def _enable_ptxas_log() -> None:
+    """Ask Triton to print the ptxas log (``knobs`` in Triton >= 3.4, the environment before)."""
+    try:
+        from triton import knobs
+
+        knobs.nvidia.dump_ptxas_log = True
+    except (ImportError, AttributeError):
+        os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+
+
+def audit(kernel_name: str, signature: dict, asm: dict) -> dict:
+    """The protocol (PTX) and code (TTIR) checks of one compiled specialisation."""
+    params = [n for n, t in signature.items() if t != "constexpr"]
+    pointers = {n for n, t in signature.items() if str(t).startswith("*")}
+    return {"protocol": audit_ptx(asm["ptx"], params, pointers),
+            "codegen": audit_ttir(asm["ttir"], kernel_name)}
+
+
+def compile_spec(spec: Spec, save_asm: str | None = None) -> dict:
+    """Compile one specialisation; its resource usage and audit (or the error) as a dict."""
     import triton
-    from triton import knobs
     from triton.compiler import ASTSource
 
     t0 = time.perf_counter()
@@ -167,11 +198,18 @@ def compile_spec(spec: Spec) -> dict:
     try:
         kernel, target, options, signature, constexprs, attrs = _binding(spec)
         log = io.StringIO()
-        knobs.nvidia.dump_ptxas_log = True
+        _enable_ptxas_log()
         with contextlib.redirect_stdout(log):
             compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs),
                                       target=target, options=options.__dict__)
         ptxas_log = log.getvalue()
+        row.update(audit(spec.kernel.split(":")[1], signature, compiled.asm))
+        if save_asm:
+            stem = os.path.join(save_asm, _asm_name(spec))
+            for ext in ("ptx", "ttir"):
+                with open(f"{stem}.{ext}", "w") as f:
+                    f.write(compiled.asm[ext])
+            row["asm"] = stem
         with tempfile.TemporaryDirectory() as tmp:
             cubin = os.path.join(tmp, "k.cubin")
             with open(cubin, "wb") as f:
@@ -197,6 +235,14 @@ def compile_spec(spec: Spec) -> dict:
     row["sms_busy"] = min(spec.programs, sms)
     row["waves"] = round(spec.programs / max(1, sms * row["ctas_per_sm"]), 2)
     return row
+
+
+def _asm_name(spec: Spec) -> str:
+    name = spec.kernel.split(":")[1].strip("_").removesuffix("_kernel")
+    dtype = spec.workloads[0].split("/")[1] if spec.workloads else "any"
+    consts = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in spec.meta.items()
+                      if k not in ("num_warps", "num_stages", "REMAP", "EMULATE_TC"))
+    return f"{name}.sm{spec.arch}.{dtype}.{consts}"
 
 
 def _ptxas_log(ptx: str, arch: int, tmp: str) -> str:
@@ -244,8 +290,16 @@ def collect(workloads, dtypes, archs) -> list[Spec]:
     return list(specs.values())
 
 
+KERNELS = ("token_stats", "adts_select", "tstm_edges")
+
+
+def _kernel_short(kernel: str) -> str:
+    return kernel.split(":")[1].strip("_").removesuffix("_kernel")
+
+
 def _short(meta: dict) -> str:
-    keep = {k: v for k, v in meta.items() if k not in ("num_warps", "num_stages")}
+    keep = {k: v for k, v in meta.items()
+            if k not in ("num_warps", "num_stages", "REMAP", "EMULATE_TC")}
     return " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in keep.items())
 
 
@@ -269,6 +323,42 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
               f"{r['sms_busy']:>4}  {','.join(names)}", file=out)
 
 
+def _failed_checks(r: dict) -> list[str]:
+    return [f"{part}.{name}" for part in ("protocol", "codegen")
+            for name, c in r.get(part, {}).get("checks", {}).items() if not c["ok"]]
+
+
+def print_protocol(rows: list[dict], out=sys.stdout) -> None:
+    """The cross-program protocol of each specialisation that has one, with the PTX lines that
+    carry it, and a one-line code audit of every other one."""
+    print("\n== cross-program protocol, read from the PTX of each specialisation ==", file=out)
+    for r in rows:
+        if not r["ok"]:
+            continue
+        name = r["kernel"].split(":")[1].strip("_").removesuffix("_kernel")
+        dtype = r["workloads"][0].split("/")[1]
+        p, c = r["protocol"], r["codegen"]
+        failed = _failed_checks(r)
+        head = (f"{name} sm_{r['arch']} {dtype} {_short(r['meta'])}: "
+                f"{'OK' if not failed else 'FAILED ' + ', '.join(failed)}")
+        if not p["cross_program"] and not failed:
+            print(f"{head}; no cross-program communication; {c['checks']['dot_sizes']['detail']}"
+                  f"; {c['checks']['int64_frame_offsets']['detail']}", file=out)
+            continue
+        print(head, file=out)
+        print(f"  counters {p['counters']}, scratch {p['scratch']}", file=out)
+        for a in p["atomics"]:
+            print(f"  {'ticket':<23} {a['ptx']}", file=out)
+        for check in ("sem_scope", "single_thread", "barrier_before", "barrier_after",
+                      "scratch_writes", "scratch_reads", "reset", "float_atomics"):
+            if check in p["checks"]:
+                v = p["checks"][check]
+                print(f"  {check:<23} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}", file=out)
+        for check, v in c["checks"].items():
+            print(f"  {check + ' (ttir)':<23} {'ok  ' if v['ok'] else 'FAIL'} {v['detail']}",
+                  file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashvid_kernels.report",
                                      description=__doc__.split("\n\n")[0])
@@ -277,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--workload", nargs="+", default=[w.name for w in WORKLOADS],
                         choices=[w.name for w in WORKLOADS])
+    parser.add_argument("--kernel", nargs="+", default=None, choices=KERNELS,
+                        help="only these kernels (default: all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="compiler processes (default: one per CPU)")
+    parser.add_argument("--save-asm", metavar="DIR", default=None,
+                        help="write each specialisation's PTX and TTIR to DIR")
     args = parser.parse_args(argv)
     if interpreting():  # the kernels were built as interpreter functions: start again without
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -288,27 +382,39 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     workloads = [w for w in WORKLOADS if w.name in args.workload]
     specs = collect(workloads, args.dtype, args.arch)
+    if args.kernel:
+        specs = [s for s in specs if _kernel_short(s.kernel) in args.kernel]
+    if args.save_asm:
+        os.makedirs(args.save_asm, exist_ok=True)
+    compile_one = functools.partial(compile_spec, save_asm=args.save_asm)
     if args.jobs > 1:
         ctx = multiprocessing.get_context("fork")
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-            rows = list(pool.map(compile_spec, specs))
+            rows = list(pool.map(compile_one, specs))
     else:
-        rows = [compile_spec(s) for s in specs]
+        rows = [compile_one(s) for s in specs]
     rows.sort(key=lambda r: (r["kernel"], r["workloads"][0].split("/")[1], r["arch"]))
     if args.json:
         for r in rows:
             print(json.dumps(r, default=str))
     else:
         print_table(rows)
+        print_protocol(rows)
     failed = [r for r in rows if not r["ok"]]
     spilling = [r for r in rows if r["ok"] and r["preset"]
                 and (r["stack"] or r["spill_stores"] or r["spill_loads"])]
+    unsound = [r for r in rows if r["ok"] and _failed_checks(r)]
+    cross = sum(1 for r in rows if r["ok"] and r["protocol"]["cross_program"])
     import triton
 
     print(f"# {len(rows)} specialisations ({len(failed)} failed to compile, {len(spilling)} preset "
-          f"ones spill) in {time.perf_counter() - t0:.0f} s; triton {triton.__version__}, "
-          f"torch {torch.__version__}", file=sys.stderr)
-    return 1 if failed or spilling else 0
+          f"ones spill, {len(unsound)} fail a protocol or code check; {cross} with cross-program "
+          f"communication audited) in {time.perf_counter() - t0:.0f} s; triton "
+          f"{triton.__version__}, torch {torch.__version__}", file=sys.stderr)
+    for r in unsound:
+        print(f"# FAILED {r['kernel']} sm_{r['arch']} {r['workloads'][0]}: "
+              f"{', '.join(_failed_checks(r))}", file=sys.stderr)
+    return 1 if failed or spilling or unsound else 0
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ NORM_FLOOR = tl.constexpr(FLOAT32_TINY)
 @triton.jit
 def _token_stats_kernel(
     x_ptr, mu_ptr, norm_ptr, event_ptr,
-    N, D, stride_xf, stride_xn,
-    HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr,
+    N, D, stride_xf, stride_xn, pid_ptr,
+    HAS_MU: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, REMAP: tl.constexpr,
 ):
     """One pass over the tokens of a block of BN rows of one frame f (grid: frames x row blocks):
 
@@ -32,8 +32,13 @@ def _token_stats_kernel(
 
     in fp32, whatever the input dtype (cast right after the load).
     """
-    i_f = tl.program_id(0).to(tl.int64)
+    i_f = tl.program_id(0)
     i_n = tl.program_id(1)
+    if REMAP:  # test hook (_runtime.program_order): do the work of program pid_ptr[L]
+        lin = tl.load(pid_ptr + i_n.to(tl.int64) * tl.num_programs(0) + i_f)
+        i_f = lin % tl.num_programs(0)
+        i_n = lin // tl.num_programs(0)
+    i_f = i_f.to(tl.int64)
     o_n = i_n * BN + tl.arange(0, BN)
     m_n = o_n < N
     o_d = tl.arange(0, BD)

@@ -6,7 +6,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import block_d, block_tokens, check_input, check_rows, device_guard, half_dot, launch
+from ._runtime import (
+    block_d,
+    block_tokens,
+    check_input,
+    check_rows,
+    device_guard,
+    half_dot,
+    interpreting,
+    launch,
+)
 from ._tiles import cosine_tile
 from .stats import token_stats
 
@@ -17,8 +26,9 @@ NO_SIM = tl.constexpr(-1.0)  # its maxsim, and the similarity given to ineligibl
 @triton.jit
 def _tstm_edges_kernel(
     x_ptr, norm_ptr, elig_ptr, start_ptr, parent_ptr, maxsim_ptr,
-    N, D, stride_xf, stride_xn,
-    HALF_DOT: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr,
+    N, D, stride_xf, stride_xn, pid_ptr,
+    HALF_DOT: tl.constexpr, EMULATE_TC: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr,
+    BD: tl.constexpr, REMAP: tl.constexpr,
 ):
     """For a block of BR tokens n of frame t (grid: frames x row blocks, one program each):
 
@@ -28,17 +38,23 @@ def _tstm_edges_kernel(
 
     streaming the previous frame in blocks of BC columns with a running max/argmax, so no N x N
     matrix is ever written. Tokens that are not eligible, and every token of a segment's first
-    frame (start[t] != 0), get maxsim = NO_SIM and parent = NO_PARENT. A row whose best
-    similarity is not above NO_SIM keeps parent = NO_PARENT (it can never merge).
+    frame (start[t] != 0, and frame 0 whatever start says), get maxsim = NO_SIM and parent =
+    NO_PARENT. A row whose best similarity is not above NO_SIM keeps parent = NO_PARENT (it can
+    never merge).
     """
-    i_t = tl.program_id(0).to(tl.int64)
+    i_t = tl.program_id(0)
     i_r = tl.program_id(1)
+    if REMAP:  # test hook (_runtime.program_order): do the work of program pid_ptr[L]
+        lin = tl.load(pid_ptr + i_r.to(tl.int64) * tl.num_programs(0) + i_t)
+        i_t = lin % tl.num_programs(0)
+        i_r = lin // tl.num_programs(0)
+    i_t = i_t.to(tl.int64)
     o_r = i_r * BR + tl.arange(0, BR)
     m_r = o_r < N
     o_c0 = tl.arange(0, BC)
     b_best = tl.full((BR,), NO_SIM, dtype=tl.float32)
     b_arg = tl.full((BR,), NO_PARENT, dtype=tl.int64)
-    is_start = tl.load(start_ptr + i_t) != 0
+    is_start = (tl.load(start_ptr + i_t) != 0) | (i_t == 0)  # frame 0 has no previous frame
     if not is_start:
         p_cur = x_ptr + i_t * stride_xf
         p_prev = p_cur - stride_xf
@@ -49,11 +65,11 @@ def _tstm_edges_kernel(
             b_nc = tl.load(norm_ptr + (i_t - 1) * N + o_c, mask=m_c, other=1.0)
             b_ec = tl.load(elig_ptr + (i_t - 1) * N + o_c, mask=m_c, other=0) != 0
             b_s = cosine_tile(p_cur, p_prev, o_r, o_c, m_r, m_c, b_nr, b_nc, D, stride_xn,
-                              HALF_DOT, BR, BC, BD)  # [BR, BC]
+                              HALF_DOT, EMULATE_TC, BR, BC, BD)  # [BR, BC]
             b_s = tl.where(b_ec[None, :], b_s, NO_SIM)
             b_s = tl.where(m_c[None, :], b_s, -float("inf"))
-            b_v = tl.max(b_s, axis=1)
-            b_i = tl.argmax(b_s, axis=1).to(tl.int64) + c0
+            b_v, b_i = tl.max(b_s, axis=1, return_indices=True)  # first index on ties
+            b_i = b_i.to(tl.int64) + c0
             b_up = b_v > b_best  # strict: an earlier block keeps its ties
             b_arg = tl.where(b_up, b_i, b_arg)
             b_best = tl.where(b_up, b_v, b_best)
@@ -98,5 +114,6 @@ def tstm_edges(x: torch.Tensor, eligible: torch.Tensor, segment_start: torch.Ten
                x, norms.float().contiguous(), eligible.contiguous().view(torch.int8),
                segment_start.contiguous().view(torch.int8), parent, maxsim,
                n, dim, x.stride(0), x.stride(1),
-               HALF_DOT=half_dot(x), BR=bt, BC=bt, BD=block_d(dim, x.dtype))
+               HALF_DOT=half_dot(x), EMULATE_TC=interpreting(), BR=bt, BC=bt,
+               BD=block_d(dim, x.dtype))
     return parent, maxsim

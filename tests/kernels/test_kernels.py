@@ -206,6 +206,67 @@ def test_scratch_does_not_grow_with_frames(n):
     assert sum(launch.grid[1] for launch in large) == 2048
 
 
+@pytest.mark.parametrize("n,frames_per_launch", [(196, 124), (1024, 7), (2048, 1), (4096, 1)])
+def test_scratch_bound_as_documented(n, frames_per_launch):
+    """The documented bound: a launch's scratch is at most max(SCRATCH_BYTES, one frame's), and
+    only at N = 4096 does one frame alone exceed SCRATCH_BYTES (69 MB, 66 MiB)."""
+    runs = planned(1024, n, 64)
+    one_frame = kadts.adts_scratch_bytes(n)
+    got = sum(t.numel() * 4 for t in runs[0].args[4:6])
+    assert runs[0].grid[1] == frames_per_launch
+    assert got == frames_per_launch * one_frame <= max(kadts.SCRATCH_BYTES, one_frame)
+    assert (one_frame > kadts.SCRATCH_BYTES) == (n == 4096)
+    if n == 4096:
+        assert one_frame == 4 * (4096 * 4096 + 2 * 64 * 4096) == 69_206_016
+
+
+def test_tstm_edges_frame_zero_never_reads_before_the_video():
+    """Frame 0 has no previous frame: it links to nothing even when segment_start[0] is False
+    (the kernel must not read before the start of x)."""
+    x, _ = random_video(3, 40, 16, seed=12)
+    eligible = torch.ones(3, 40, dtype=torch.bool, device=x.device)
+    parent, maxsim = edges(x, eligible, torch.zeros(3, dtype=torch.bool, device=x.device))
+    assert bool((parent[0] == -1).all()) and bool((maxsim[0] == -1).all())
+    check_edges(x, eligible, [0])  # with the start flag: frames 1 and 2 as the reference
+
+
+BIG = (1024, 4096, 8192)  # F * N * D = 2**35 elements: offsets past 2**31
+
+
+@pytest.mark.parametrize("selection", ["adts", "adts_v1"])
+def test_int64_addresses_at_1024_frames_4096_tokens_8192_dims(selection):
+    """The launches at 1024 x 4096 x 8192 (recorded on meta tensors, nothing allocated): every
+    integer argument fits the int32 Triton gives it, the grids fit CUDA's limits, every frame is
+    covered once, and the element offsets reach past 2**31, so the kernels' own int64 frame
+    arithmetic is what keeps them right. That arithmetic is read from the generated TTIR by the
+    compile report (``int64_frame_offsets``, every specialisation; this shape compiles to the
+    report's F1024_N4096_D8192 / N4096 specialisations: ``tests/kernels/test_kernel_report.py``).
+    Under the interpreter any int32 overflow in a kernel raises (Triton sanitises integer
+    arithmetic there), so the tests at smaller shapes would catch a wrap too."""
+    frames, n, dim = BIG
+    meta = dict(device="meta")
+    x = torch.empty(frames, n, dim, dtype=torch.bfloat16, **meta)
+    w = torch.empty(frames, n, **meta)
+    with recording(dry_run=True) as launches:
+        norms, event = K.token_stats(x, torch.empty(frames, dim, **meta) if selection == "adts"
+                                     else None)
+        K.adts_select(x, w, 287, selection == "adts_v1", event=event, norms=norms)
+        K.tstm_edges(x, torch.empty(frames, n, dtype=torch.bool, **meta),
+                     torch.empty(frames, dtype=torch.bool, **meta), norms=norms)
+    assert (frames - 1) * x.stride(0) + (n - 1) * x.stride(1) + dim - 1 >= 2**31
+    covered = []
+    for launch in launches:
+        assert launch.grid[0] < 2**31 and all(g <= 65535 for g in launch.grid[1:]), launch.grid
+        for a in launch.args:
+            if isinstance(a, int) and not isinstance(a, bool):
+                assert -(2**31) <= a < 2**31, (launch.kernel, a)
+        if launch.kernel is kadts._adts_select_kernel:
+            covered += [launch.args[8] + s for s in range(launch.grid[1])]  # f0 + slot
+        else:
+            assert launch.grid[0] == frames
+    assert covered == list(range(frames))
+
+
 # ---------------------------------------------------------- interpreter-heavy (marked slow)
 # (N, D): every awkward N at D=64, every awkward D at N=196, and the extremes together
 SHAPES = [(n, 64) for n in (1, 2, 169, 196, 257, 729)] + [(196, d) for d in (1, 3, 1152)]
@@ -350,14 +411,15 @@ def test_repeated_launches_agree_on_gpu():
 @needs_gpu
 def test_launchers_never_synchronise_and_capture_in_a_cuda_graph():
     """No host synchronisation inside the launchers (sync debug mode raises on one), and the
-    three launches replay from a CUDA graph with the same results."""
+    three launches replay from a CUDA graph with the same results, also on new inputs copied
+    into the captured buffers (the frame tickets are zeroed and reset on every replay)."""
     x, a = random_video(16, 196, 512, seed=2, dtype=torch.bfloat16)
-    mu = x.float().mean(dim=(0, 1)).expand(16, -1).contiguous()
     eligible = torch.ones(16, 196, dtype=torch.bool, device=x.device)
     eligible[:, ::3] = False
     start = segment_layout(16, [0, 7])[0]
 
     def run():
+        mu = x.float().mean(dim=(0, 1)).expand(16, -1).contiguous()
         norms, event = K.token_stats(x, mu)
         picks = K.adts_select(x, a.float() * 1e6, 18, event=event, norms=norms)
         return (picks, *K.tstm_edges(x, eligible, start, norms=norms))
@@ -376,6 +438,14 @@ def test_launchers_never_synchronise_and_capture_in_a_cuda_graph():
     torch.cuda.synchronize()
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+    for seed in (3, 4):
+        x_new, a_new = random_video(16, 196, 512, seed=seed, dtype=torch.bfloat16)
+        x.copy_(x_new)
+        a.copy_(a_new)
+        graph.replay()
+        torch.cuda.synchronize()
+        for g, w in zip(got, run()):
+            assert torch.equal(g, w), seed
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="the device guard needs two GPUs")
