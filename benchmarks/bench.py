@@ -38,6 +38,11 @@ PRESET_SHAPES: dict[str, tuple[int, int, int]] = {
     "llava_video": (64, 169, 3584),
     "qwen2_5_vl": (16, 1024, 3584),
     "qwen3_vl": (16, 1024, 4096),
+    # no published evaluation: the Qwen3-VL video, at the width of transformers' default configs
+    # (Qwen3-VL-30B-A3B, Qwen3.5-9B, Qwen3.5-35B-A3B)
+    "qwen3_vl_moe": (16, 1024, 2048),
+    "qwen3_5": (16, 1024, 4096),
+    "qwen3_5_moe": (16, 1024, 2048),
 }
 QUICK = ("llava_onevision", [(12, 49, 64), (24, 49, 64)])
 PROVIDERS = ("reference", "torch", "triton")

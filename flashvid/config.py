@@ -15,7 +15,8 @@ SELECTIONS = ("adts", "adts_v1", "attention", "diversity")
 AGGREGATIONS = ("official", "mean")
 TEMPORAL_MERGES = ("tstm", "ttm")
 BACKENDS = ("auto", "reference", "torch", "triton")
-PRESETS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl")
+PRESETS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5",
+           "qwen3_5_moe")
 # dtype names accepted by the command line and the benchmark
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
@@ -216,6 +217,24 @@ class FlashVIDConfig:
         """Qwen3-VL (qwen3_vl.sh): as Qwen2.5-VL, with pruning layer 28 and r_llm = 0.1."""
         return cls(selection="adts_v1", min_segments=4, pruning_layer=28,
                    llm_retention_ratio=0.1).replace(**overrides)
+
+    @classmethod
+    def qwen3_vl_moe(cls, **overrides: Any) -> FlashVIDConfig:
+        """Qwen3-VL-MoE: the Qwen3-VL settings (no published run of its own; same vision tower
+        and prompt format)."""
+        return cls.qwen3_vl(**overrides)
+
+    @classmethod
+    def qwen3_5(cls, **overrides: Any) -> FlashVIDConfig:
+        """Qwen3.5: the Qwen3-VL settings (no published run of its own; a Qwen3-VL vision tower
+        and prompt format). K = 28 ranks with layer 27, a full-attention layer in every released
+        Qwen3.5 layout; models with fewer than 29 layers need a smaller ``pruning_layer``."""
+        return cls.qwen3_vl(**overrides)
+
+    @classmethod
+    def qwen3_5_moe(cls, **overrides: Any) -> FlashVIDConfig:
+        """Qwen3.5-MoE: the Qwen3-VL settings, as :meth:`qwen3_5`."""
+        return cls.qwen3_vl(**overrides)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> FlashVIDConfig:

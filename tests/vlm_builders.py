@@ -3,7 +3,8 @@
 The prompts follow each processor's counting rules (NOTES-transformers §4.1): LLaVA-OneVision
 ``F * 196 + 1`` placeholders per video; Qwen2.5-VL ``<vision_start> t*h*w/4 x <video>
 <vision_end>``; Qwen3-VL one ``<timestamp> <vision_start> h*w/4 x <video> <vision_end>`` run per
-temporal patch.
+temporal patch
+(Qwen3.5 and Qwen3-VL-MoE use the Qwen3-VL format).
 """
 
 from __future__ import annotations
@@ -79,6 +80,97 @@ def tiny_qwen3_vl(attn: str = "sdpa", seed: int = 0):
     model = Qwen3VLForConditionalGeneration(cfg).eval()
     _generation_defaults(model)
     return model
+
+
+# Qwen3.5 (dense and MoE) mixes gated-DeltaNet (linear attention) and full-attention layers: the
+# tiny models alternate them so that layer K=2 has a full-attention layer K-1 and layers >= K hold
+# both kinds (the released checkpoints have one full-attention layer in four).
+HYBRID_LAYERS = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
+QWEN3_5_TEXT = dict(TEXT, head_dim=16, layer_types=HYBRID_LAYERS, linear_conv_kernel_dim=4,
+                    linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                    linear_num_value_heads=4,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                     "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1],
+                                     "mrope_interleaved": True},
+                    bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+QWEN3_VISION = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                    patch_size=PATCH, temporal_patch_size=TPATCH, spatial_merge_size=MERGE,
+                    num_position_embeddings=64)
+
+
+def _qwen3_family(config_cls, model_cls, text: dict, attn: str, seed: int, deepstack: bool):
+    torch.manual_seed(seed)
+    vision = dict(QWEN3_VISION, deepstack_visual_indexes=[0, 1]) if deepstack else QWEN3_VISION
+    cfg = config_cls(vision_config=vision, text_config=text, image_token_id=IMAGE_ID,
+                     video_token_id=VIDEO_ID, vision_start_token_id=VSTART,
+                     vision_end_token_id=VEND)
+    cfg._attn_implementation = attn
+    model = model_cls(cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # a trained checkpoint's pad token has an embedding (nn.Embedding's padding_idx zeroes
+        # it at init): padding columns then carry non-zero states that masks must keep out
+        emb = model.get_input_embeddings().weight
+        emb[PAD] = torch.randn(emb.shape[1], generator=gen) * TEXT["initializer_range"]
+        for layer in model.model.language_model.layers:
+            if hasattr(layer, "linear_attn"):
+                # slow decay (A in [0.01, 0.1], the init draws up to 16): the recurrent state
+                # then remembers the whole tiny prompt, so a wrong state cannot fade unnoticed
+                a_log = layer.linear_attn.A_log
+                a_log.copy_(torch.empty(a_log.shape).uniform_(0.01, 0.1, generator=gen).log())
+    _generation_defaults(model)
+    return model
+
+
+def tiny_qwen3_vl_moe(attn: str = "sdpa", seed: int = 0):
+    """Qwen3-VL-MoE: Qwen3-VL (deepstack at the first 2 layers) with 4-expert MoE MLPs."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    text = dict(TEXT, **MOE, head_dim=16, decoder_sparse_step=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+                bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+    return _qwen3_family(Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, text, attn, seed,
+                         deepstack=True)
+
+
+def tiny_qwen3_5(attn: str = "sdpa", seed: int = 0, layer_types: list[str] | None = None):
+    """Qwen3.5 (dense): no deepstack; HYBRID_LAYERS unless ``layer_types`` is given."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    text = dict(QWEN3_5_TEXT, layer_types=list(layer_types or HYBRID_LAYERS))
+    return _qwen3_family(Qwen3_5Config, Qwen3_5ForConditionalGeneration, text, attn, seed,
+                         deepstack=False)
+
+
+def tiny_qwen3_5_moe(attn: str = "sdpa", seed: int = 0):
+    """Qwen3.5-MoE: Qwen3.5 with 4-expert MoE MLPs and a shared expert in every layer."""
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    text = dict(QWEN3_5_TEXT, **MOE, shared_expert_intermediate_size=32)
+    text.pop("intermediate_size")
+    return _qwen3_family(Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration, text, attn, seed,
+                         deepstack=False)
+
+
+# the transformers class of every family whose tests skip where the installed release lacks it
+MODEL_CLASSES = {"qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+                 "qwen3_5": "Qwen3_5ForConditionalGeneration",
+                 "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
+QWEN3_FORMAT = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")  # per-frame runs
+
+
+def family_param(family: str, *values, id: str | None = None):
+    """``(family, *values)`` as a pytest parameter, skipped (with the reason) where the
+    installed transformers has no model class for the family."""
+    import pytest
+    import transformers
+
+    name = MODEL_CLASSES.get(family)
+    missing = name is not None and not hasattr(transformers, name)
+    return pytest.param(family, *values, id=id or family, marks=pytest.mark.skipif(
+        missing, reason=f"transformers {transformers.__version__} has no {name}"))
 
 
 def _generation_defaults(model) -> None:

@@ -5,7 +5,9 @@
 >>> handle.remove()                                         # or: with flashvid.apply(model): ...
 
 Supported: ``LlavaOnevisionForConditionalGeneration`` (variants "llava_onevision" and
-"llava_video"), ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``.
+"llava_video"), ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
+``Qwen3VLMoeForConditionalGeneration``, ``Qwen3_5ForConditionalGeneration`` and
+``Qwen3_5MoeForConditionalGeneration``.
 transformers is imported only when :func:`apply` is called.
 
 Layout: ``_handle.py`` (the patch handle, the generate/forward path), ``_prompt.py`` (pure
@@ -32,6 +34,9 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
                                                "llava_onevision"),
     "Qwen2_5_VLForConditionalGeneration": ("qwen2_5_vl", "Qwen2_5_VLAdapter", "qwen2_5_vl"),
     "Qwen3VLForConditionalGeneration": ("qwen3_vl", "Qwen3VLAdapter", "qwen3_vl"),
+    "Qwen3VLMoeForConditionalGeneration": ("qwen3_vl", "Qwen3VLMoeAdapter", "qwen3_vl_moe"),
+    "Qwen3_5ForConditionalGeneration": ("qwen3_5", "Qwen3_5Adapter", "qwen3_5"),
+    "Qwen3_5MoeForConditionalGeneration": ("qwen3_5", "Qwen3_5MoeAdapter", "qwen3_5_moe"),
 }
 SUPPORTED = tuple(REGISTRY)
 
@@ -56,9 +61,12 @@ def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | No
 
     Args:
         model: a ``LlavaOnevisionForConditionalGeneration``,
-            ``Qwen2_5_VLForConditionalGeneration`` or ``Qwen3VLForConditionalGeneration``.
-        config: a :class:`FlashVIDConfig`; default: the published preset of the model family
-            (``llava_onevision()``, ``llava_video()``, ``qwen2_5_vl()``, ``qwen3_vl()``).
+            ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
+            ``Qwen3VLMoeForConditionalGeneration``, ``Qwen3_5ForConditionalGeneration`` or
+            ``Qwen3_5MoeForConditionalGeneration``.
+        config: a :class:`FlashVIDConfig`; default: the preset of the model family
+            (``llava_onevision()``, ``llava_video()``, ``qwen2_5_vl()``, ``qwen3_vl()``,
+            ``qwen3_vl_moe()``, ``qwen3_5()``, ``qwen3_5_moe()``).
         variant: LLaVA-OneVision class only: "llava_onevision" (bilinear 14x14 pooling, one
             trailing newline) or "llava_video" (2x2 average pooling to 13x13, a newline after
             every frame). None: "llava_video" if the checkpoint name contains "LLaVA-Video",
@@ -70,12 +78,15 @@ def apply(model: Any, config: FlashVIDConfig | None = None, *, variant: str | No
             and ascending ``obj.indices`` [V]; e.g. :func:`keep_all` for an uncompressed run of
             the same path.
         drop_vision_markers: Qwen only: drop the <|vision_start|>/<|vision_end|> tokens around
-            video runs. Default: True for Qwen3-VL, False for Qwen2.5-VL (as published).
+            video runs. Default: True for Qwen3-VL (as published) and the families that share
+            its prompt format (Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE), False for Qwen2.5-VL.
         record: keep the last call's :class:`Prepared` record (with its tensors) in
             ``handle.last``; off by default so that nothing outlives a call.
         **overrides: :class:`FlashVIDConfig` fields, e.g. ``retention_ratio=0.15``;
             ``pruning_layer=None`` (or ``llm_retention_ratio=1.0``) switches the inner-LLM stage
-            off.
+            off. In models that mix linear-attention and full-attention layers (Qwen3.5) the
+            stage ranks tokens with the nearest full-attention layer at or before
+            ``pruning_layer - 1`` (a ValueError if there is none).
 
     Returns:
         The :class:`Adapter` handle: ``.remove()``, context manager, ``.enabled``,
@@ -129,7 +140,8 @@ def _unsupported(model: Any) -> str:
         hint = (" LLaVA-NeXT-Video (CLIP + Vicuna/Mistral) is a different model from LLaVA-Video "
                 "(SigLIP + Qwen2), which loads as LlavaOnevisionForConditionalGeneration; "
                 "FlashVID has no published setting for it.")
-    elif name in ("LlavaOnevisionModel", "Qwen2_5_VLModel", "Qwen3VLModel"):
+    elif name in ("LlavaOnevisionModel", "Qwen2_5_VLModel", "Qwen3VLModel", "Qwen3VLMoeModel",
+                  "Qwen3_5Model", "Qwen3_5MoeModel"):
         hint = " Pass the ...ForConditionalGeneration model (with the LM head), not its base model."
     return (f"flashvid.apply does not support {name}; supported model classes: "
             f"{', '.join(SUPPORTED)}.{hint}")

@@ -69,11 +69,13 @@ class Adapter:
 
     Use ``handle.remove()`` or a ``with`` block to restore the stock model. Attributes:
 
-    * ``model``: the patched model; ``family``: "llava_onevision", "qwen2_5_vl" or "qwen3_vl";
+    * ``model``: the patched model; ``family``: "llava_onevision", "qwen2_5_vl", "qwen3_vl",
+      "qwen3_vl_moe", "qwen3_5" or "qwen3_5_moe";
       ``variant``: for LLaVA-OneVision, "llava_onevision" or "llava_video";
     * ``config``: the :class:`FlashVIDConfig` used (assignable);
     * ``llm_stage``: True when ``generate()`` runs the inner-LLM stage (``config.pruning_layer``,
-      ``config.llm_retention_ratio``);
+      ``config.llm_retention_ratio``); ``attention_layer``: the layer whose attention ranks the
+      tokens for it;
     * ``enabled``: False makes ``generate``/``forward`` behave exactly as stock (assignable);
     * ``compressor``: the function applied to each video (default :func:`flashvid.compress`);
     * ``record``: True keeps the last call's :class:`Prepared` record (tensors included) in
@@ -125,6 +127,14 @@ class Adapter:
         return self._stage is not None
 
     @property
+    def attention_layer(self) -> int | None:
+        """The decoder layer whose last-query attention ranks the video tokens for the inner-LLM
+        stage: ``pruning_layer - 1``, or in models that mix linear-attention and full-attention
+        layers (Qwen3.5) the nearest full-attention layer at or before it; None when the stage
+        is off."""
+        return None if self._stage is None else self._stage.attention_layer
+
+    @property
     def active(self) -> bool:
         """True while the patch is installed (before ``remove``)."""
         return not self._removed
@@ -169,8 +179,12 @@ class Adapter:
 
     def __repr__(self) -> str:
         state = "removed" if self._removed else ("enabled" if self.enabled else "disabled")
-        llm = (f" pruning_layer={self._config.pruning_layer} llm_retention_ratio="
-               f"{self._config.llm_retention_ratio}" if self.llm_stage else " llm_stage=off")
+        llm = " llm_stage=off"
+        if self._stage is not None:
+            llm = (f" pruning_layer={self._config.pruning_layer} llm_retention_ratio="
+                   f"{self._config.llm_retention_ratio}")
+            if self._stage.attention_layer != self._config.pruning_layer - 1:
+                llm += f" attention_layer={self._stage.attention_layer}"
         return (f"<flashvid adapter {self.family} variant={self.variant} {state} "
                 f"retention_ratio={self._config.retention_ratio}{llm}>")
 
@@ -240,8 +254,10 @@ class Adapter:
             prepared.llm = session.record
         for name in CACHE_NAMES:  # the caller's own cache object now holds a compressed prompt
             _tag_cache(inputs.get(name))
-        _tag_cache(getattr(output, "cache", None))
-        _tag_cache(getattr(output, "past_key_values", None))
+        for name in CACHE_NAMES:  # the first name only: 5.24 warns on the deprecated one
+            if getattr(output, name, None) is not None:
+                _tag_cache(getattr(output, name))
+                break
         return restore_prompt(output, call["input_ids"], inputs["input_ids"].shape[1])
 
     def _forward(self, *args: Any, **kwargs: Any) -> Any:

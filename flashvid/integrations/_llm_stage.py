@@ -6,17 +6,25 @@ model do the following (nothing is copied from the model; no class is touched):
 * on the language model: classify each call. The first call is the prefill of the rebuilt
   prompt (it must have an empty dynamic cache and the whole prompt); later calls are decoding
   (or verification) steps, which never prune.
-* on the query projection of layer K-1 (prefill only): keep the pre-RoPE query rows of the last
-  prompt token of each row.
+* on the query projection of the *scoring layer* (prefill only): keep the pre-RoPE query rows of
+  the last prompt token of each row. The scoring layer is K-1, or, in models that mix
+  linear-attention (gated DeltaNet) and full-attention layers (Qwen3.5), the nearest
+  full-attention layer at or before K-1; a model with no full-attention layer before K is refused.
 * before layer K (prefill): rotate those queries with the layer's own ``apply_rotary_pos_emb``,
-  take layer K-1's post-RoPE keys from the cache, compute the last query's weights
+  take the scoring layer's post-RoPE keys from the cache, compute the last query's weights
   (:func:`last_query_attention`), select with :func:`llm_prune_keep`, and gather the hidden
   states, the rotary cos/sin, the position ids (every M-RoPE row) and any cache positions at the
   kept columns. Rows keep different numbers of tokens: the shorter sequence is left-padded per
-  row and gets its own padding mask. Layers >= K therefore run on, and cache, only kept tokens.
-* before every layer >= K (prefill and decoding): replace the attention mask by one over that
-  layer's own (shorter) cache: the kept prompt columns followed by the generated ones. Decoding
-  keeps the positions ``generate`` gives, i.e. the original ones.
+  row and gets its own padding mask. Layers >= K therefore run on, and cache, only kept tokens;
+  a linear-attention layer >= K builds its convolution and recurrent state from the kept tokens
+  alone (its left padding is zeroed by the layer's own 2-D padding mask and leaves the state at
+  zero), exactly as if the pruned sequence had been its input, so decoding continues from a
+  consistent state.
+* before every full-attention layer >= K (prefill and decoding): replace the attention mask by
+  one over that layer's own (shorter) cache: the kept prompt columns followed by the generated
+  ones. Linear-attention layers get the 2-D padding mask of the kept tokens in the prefill and
+  their stock mask (no prompt columns) when decoding. Decoding keeps the positions ``generate``
+  gives, i.e. the original ones.
 
 Masks are built for the model's attention implementation: an additive float mask (eager), a
 boolean mask (SDPA), a 2-D padding mask (FlashAttention, any implementation whose mask function is
@@ -25,6 +33,7 @@ transformers' ``flash_attention_mask``). Other implementations are refused.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,16 +113,45 @@ def _cache_length(cache: Any, layer: int) -> int:
     return int(cache.get_seq_length(layer))
 
 
-def check_cache(cache: Any) -> None:
-    """The stage needs transformers' default DynamicCache (per-layer growing lengths)."""
+FULL, LINEAR = "full_attention", "linear_attention"
+CACHE_LAYERS = {FULL: "DynamicLayer", LINEAR: "LinearAttentionLayer"}
+
+
+def layer_kinds(language_model: Any) -> list[str]:
+    """FULL or LINEAR per decoder layer: a ``self_attn`` module is full (softmax) attention, a
+    ``linear_attn`` module (Qwen3.5's gated DeltaNet) is linear attention."""
+    kinds = []
+    for i, layer in enumerate(language_model.layers):
+        if getattr(layer, "self_attn", None) is not None:
+            kinds.append(FULL)
+        elif getattr(layer, "linear_attn", None) is not None:
+            kinds.append(LINEAR)
+        else:
+            raise TypeError(
+                f"decoder layer {i} ({type(layer).__name__}) has neither `self_attn` nor "
+                "`linear_attn`; the inner-LLM stage does not know this layer type")
+    return kinds
+
+
+def check_cache(cache: Any, kinds: list[str] | None = None) -> None:
+    """The stage needs transformers' default DynamicCache (per-layer growing lengths): a
+    DynamicLayer per full-attention layer, a LinearAttentionLayer per linear-attention layer."""
     from transformers.cache_utils import DynamicCache
 
-    layers = getattr(cache, "layers", [])
-    kinds = {type(layer).__name__ for layer in layers}
-    if type(cache) is not DynamicCache or not kinds <= {"DynamicLayer"}:
+    layers = list(getattr(cache, "layers", []))
+    found = [type(layer).__name__ for layer in layers]
+    want = [CACHE_LAYERS[k] for k in (kinds or [])]
+    if kinds is None or not found:  # the layers are created lazily: check what is there
+        ok = set(found) <= {CACHE_LAYERS[FULL]}
+    else:
+        ok = found == want
+    if type(cache) is not DynamicCache or not ok:
+        expected = ("DynamicLayer per full-attention layer and LinearAttentionLayer per "
+                    "linear-attention layer" if LINEAR in (kinds or []) else
+                    "full-attention layers")
         raise ValueError(
-            f"the inner-LLM stage needs a DynamicCache of full-attention layers (its layers >= K "
-            f"hold fewer tokens); got {type(cache).__name__} with {sorted(kinds)}. Use the "
+            f"the inner-LLM stage needs a DynamicCache of {expected} (its layers >= K hold "
+            f"fewer tokens); got {type(cache).__name__} with {sorted(set(found))}. Use the "
             "default cache, or pass llm_retention_ratio=1.0 to flashvid.apply")
 
 
@@ -125,12 +163,15 @@ class PruneRecord:
         candidates: per row, V'_b prunable video tokens.
         kept: per row, [L''_b] int64 columns of the rebuilt prompt that reach layers >= K.
         lengths_before / lengths_after: per row, real tokens before and after layer K.
+        attention_layer: the decoder layer whose last-query attention ranked the tokens (K-1,
+            or the nearest full-attention layer before it in a hybrid model).
     """
 
     candidates: list[int] = field(default_factory=list)
     kept: list[torch.Tensor] = field(default_factory=list)
     lengths_before: list[int] = field(default_factory=list)
     lengths_after: list[int] = field(default_factory=list)
+    attention_layer: int = -1
 
 
 class LLMStage:
@@ -148,12 +189,27 @@ class LLMStage:
         self.language_model = language_model
         self.layer = pruning_layer
         self.ratio = ratio
-        attn = layers[pruning_layer - 1].self_attn
-        norm = getattr(attn, "q_norm", None)  # Qwen3-VL normalises q per head before RoPE
-        self.query_module = attn.q_proj if norm is None else norm
+        self.kinds = layer_kinds(language_model)
+        full = [i for i in range(pruning_layer) if self.kinds[i] == FULL]
+        if not full:
+            raise ValueError(
+                f"pruning_layer={pruning_layer}: the inner-LLM stage ranks the video tokens by "
+                "the attention of the nearest full-attention layer at or before K-1, and layers "
+                f"0..{pruning_layer - 1} of this model are all linear-attention layers; full "
+                f"attention is at layers {[i for i, k in enumerate(self.kinds) if k == FULL]}, so "
+                "pick a pruning_layer after the first of them")
+        self.attention_layer = full[-1]
+        attn = layers[self.attention_layer].self_attn
         self.heads = int(language_model.config.num_attention_heads)
         self.head_dim = int(attn.head_dim)
         self.scale = float(attn.scaling)
+        norm = getattr(attn, "q_norm", None)  # Qwen3-VL/3.5 normalise q per head before RoPE
+        if norm is None and attn.q_proj.out_features != self.heads * self.head_dim:
+            raise TypeError(
+                f"{type(attn).__name__}.q_proj gives {attn.q_proj.out_features} features, not "
+                f"heads x head_dim = {self.heads * self.head_dim}, and there is no q_norm to "
+                "read the query from; the inner-LLM stage does not know this attention layout")
+        self.query_module = attn.q_proj if norm is None else norm
         module = sys.modules[type(attn).__module__]
         self.rope = getattr(module, "apply_rotary_pos_emb", None)
         if self.rope is None:
@@ -191,8 +247,8 @@ class _Session:
         ]
         for i, layer in enumerate(lm.layers):
             if i >= self.stage.layer:
-                self.handles.append(layer.register_forward_pre_hook(self._on_layer,
-                                                                    with_kwargs=True))
+                hook = functools.partial(self._on_layer, self.stage.kinds[i] == LINEAR)
+                self.handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -217,7 +273,7 @@ class _Session:
                 raise ValueError("the inner-LLM stage runs on the prefill of a cached generate() "
                                  "call; use_cache=False is not supported (or pass "
                                  "llm_retention_ratio=1.0 to flashvid.apply)")
-            check_cache(cache)
+            check_cache(cache, self.stage.kinds)
             if cache.get_seq_length() != 0 or q_len != self.prompt_len:
                 raise ValueError(
                     f"the inner-LLM stage needs the whole rebuilt prompt ({self.prompt_len} "
@@ -245,17 +301,20 @@ class _Session:
         self.call["last"] = last
         self.call["query"] = rows.reshape(rows.shape[0], self.stage.heads, self.stage.head_dim)
 
-    def _on_layer(self, module: Any, args: tuple, kwargs: dict) -> Any:
+    def _on_layer(self, linear: bool, module: Any, args: tuple, kwargs: dict) -> Any:
         mode = self.call.get("mode")
-        if mode is None:
-            return None
+        if mode is None or (mode == "decode" and linear):
+            return None  # a decoding step's linear-attention mask covers the new tokens only
         if "replace" not in self.call:
             hidden = args[0] if args else kwargs["hidden_states"]
             if mode == "prefill":
                 self._prune(hidden, kwargs)
             else:
                 self._decode_mask(hidden, kwargs)
-        for name, value in self.call["replace"].items():
+        replace = self.call["replace"]
+        if linear:
+            replace = dict(replace, attention_mask=self.call["linear_mask"])
+        for name, value in replace.items():
             if name == "attention_mask" or kwargs.get(name) is not None:
                 kwargs[name] = value
         new_hidden = self.call.pop("hidden", None)
@@ -280,7 +339,7 @@ class _Session:
         sin_last = gather_columns(sin, index_last.to(sin.device), dim=-2)
         query = call["query"][:, :, None, :]  # [B, H, 1, d]
         query, _ = stage.rope(query, query, cos_last, sin_last)
-        keys = _cache_keys(cache, stage.layer - 1)
+        keys = _cache_keys(cache, stage.attention_layer)
         key_mask = valid & (cols[None, :] <= last[:, None])
         weights = last_query_attention(query[:, :, 0], keys, key_mask.to(keys.device),
                                        scale=stage.scale)
@@ -305,18 +364,24 @@ class _Session:
                 replace[name] = (gather_columns(value, index, dim=-1) if value.dim() > 1
                                  else torch.arange(width, device=value.device))
         call["replace"] = replace
+        # linear-attention layers: the stock 2-D padding mask of their input (None: no padding)
+        call["linear_mask"] = None if bool(kept_valid.all()) else kept_valid.long().to(
+            hidden.device)
         call["hidden"] = gather_columns(hidden, index, dim=-2)
         self.state = "pruned"
         counts = candidates & valid
         self.record = PruneRecord(counts.sum(1).tolist(), [k.cpu() for k in kept],
-                                  valid.sum(1).tolist(), [int(k.numel()) for k in kept])
+                                  valid.sum(1).tolist(), [int(k.numel()) for k in kept],
+                                  stage.attention_layer)
 
     # ------------------------------------------------------------------ decoding
     def _decode_mask(self, hidden: torch.Tensor, kwargs: dict) -> None:
         call = self.call
         cache, q_len, mask = call["cache"], call["q_len"], call["mask"]
         kept = self.kept_valid.to(hidden.device)
-        past = _cache_length(cache, self.stage.layer)
+        first = next(i for i in range(self.stage.layer, len(self.stage.kinds))
+                     if self.stage.kinds[i] == FULL)  # the first full-attention layer >= K
+        past = _cache_length(cache, first)
         new_cols = past + q_len - kept.shape[1]  # generated tokens this layer sees
         if mask is None:
             tail = torch.ones(kept.shape[0], new_cols, dtype=torch.bool, device=hidden.device)

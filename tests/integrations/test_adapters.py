@@ -1,4 +1,5 @@
-"""flashvid.apply on tiny random-config LLaVA-OneVision, Qwen2.5-VL and Qwen3-VL models."""
+"""flashvid.apply on tiny random-config LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE,
+Qwen3.5 and Qwen3.5-MoE models."""
 
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ from flashvid.integrations import MIN_TRANSFORMERS, keep_all
 
 transformers = pytest.importorskip("transformers", minversion=MIN_TRANSFORMERS)
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl")  # model classes
-SETTINGS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl")  # + LLaVA-Video variant
+LATEST = ("qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")  # skipped where transformers lacks them
+QWEN = ("qwen2_5_vl", "qwen3_vl") + LATEST
+# LATEST run the tests of family-specific code; family-agnostic tests run on CLASSIC only
+CLASSIC = ["llava_onevision", "qwen2_5_vl", "qwen3_vl"]
 BUILDERS = {"llava_onevision": vb.tiny_llava_onevision, "qwen2_5_vl": vb.tiny_qwen2_5_vl,
-            "qwen3_vl": vb.tiny_qwen3_vl}
-RETENTION = {"llava_onevision": 0.25, "llava_video": 0.25, "qwen2_5_vl": 0.3, "qwen3_vl": 0.3}
+            "qwen3_vl": vb.tiny_qwen3_vl, "qwen3_vl_moe": vb.tiny_qwen3_vl_moe,
+            "qwen3_5": vb.tiny_qwen3_5, "qwen3_5_moe": vb.tiny_qwen3_5_moe}
+RETENTION = {"llava_onevision": 0.25, "llava_video": 0.25, "qwen2_5_vl": 0.3, "qwen3_vl": 0.3,
+             "qwen3_vl_moe": 0.3, "qwen3_5": 0.3, "qwen3_5_moe": 0.3}
 NEW = 6  # new tokens per generate call
+
+
+def params(families) -> list:
+    """pytest parameters of ``families``, each skipped where transformers lacks its class."""
+    return [vb.family_param(f) for f in families]
+
 _CACHE: dict = {}
 
 
@@ -62,7 +73,7 @@ def inputs(family: str, *, batch: bool, ragged: bool = True, seed: int = 1) -> d
         frames = ([3, 2] if ragged else [2, 2]) if batch else [3]
         return vb.to(vb.llava_inputs(frames, seed=seed), device())
     grids = [(4, 8, 8), (2, 8, 12)] if batch else [(4, 8, 8)]
-    return vb.to(vb.qwen_inputs(grids, seed=seed, qwen3=family == "qwen3_vl"), device())
+    return vb.to(vb.qwen_inputs(grids, seed=seed, qwen3=family in vb.QWEN3_FORMAT), device())
 
 
 def is_qwen(family: str) -> bool:
@@ -92,7 +103,7 @@ class LMInputs:
 
 
 # --------------------------------------------------------------------------- stock equivalence
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIC)
 def test_disabled_is_stock(family):
     """enabled=False: generate() and forward() equal the stock model exactly."""
     m = model(family)
@@ -105,7 +116,7 @@ def test_disabled_is_stock(family):
         assert handle.last is None  # nothing was rebuilt
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", params(CLASSIC + ["qwen3_vl_moe", "qwen3_5"]))
 def test_keep_all_path_is_stock(family):
     """The adapter's whole path (own encoding, prompt rebuild, mm_encoder_outputs, M-RoPE gather)
     with a compressor that keeps every token reproduces stock generate() token for token."""
@@ -134,12 +145,12 @@ def expected_lengths(family: str, inp: dict, handle) -> list[int]:
         else:
             new = kept
         lengths[video.sample] -= video.slots_before - new
-        if family == "qwen3_vl":
+        if family in vb.QWEN3_FORMAT:
             lengths[video.sample] -= 2 * video.frames  # <|vision_start|>, <|vision_end|> per frame
     return lengths
 
 
-@pytest.mark.parametrize("family", SETTINGS)
+@pytest.mark.parametrize("family", CLASSIC + ["llava_video"])  # LATEST: see vision_side_only
 def test_compression_shrinks_prompt(family):
     m = model(family)
     inp = inputs(family, batch=True)
@@ -168,7 +179,7 @@ def test_compression_shrinks_prompt(family):
     assert torch.equal(out[:, :inp["input_ids"].shape[1]], inp["input_ids"])
 
 
-@pytest.mark.parametrize("family", SETTINGS)
+@pytest.mark.parametrize("family", params(CLASSIC + ["llava_video", "qwen3_5", "qwen3_5_moe"]))
 def test_batch_equals_single_runs(family):
     """Two videos of different lengths in one left-padded batch give, per video, the same
     compression and the same generated tokens as two single runs."""
@@ -243,7 +254,7 @@ def _capturing_eager_attention(module, query, key, value, attention_mask=None, s
     return (weights.to(value.dtype) @ value).transpose(1, 2).contiguous(), weights
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", params(["qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5"]))
 def test_qwen_importance_matches_eager_attention(family):
     """Attention weights of the last vision block, taken from the model's own attention call,
     averaged over heads and queries per frame, then over 2x2 merge units, in raster order."""
@@ -281,7 +292,7 @@ def attention_state(m) -> tuple[list, list]:
     return impl, hooks
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", params(CLASSIC + ["qwen3_5"]))
 def test_importance_hooks_add_no_attention_maps(family):
     """The adapter neither switches any layer to eager nor leaves hooks behind."""
     m = model(family)
@@ -302,13 +313,44 @@ def stock_positions(m, inp: dict) -> torch.Tensor:
     return pos
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def qwen3_positions(inp: dict) -> torch.Tensor:
+    """[3, B, L] M-RoPE positions of a Qwen3-format prompt, written out: a text token at (p, p, p)
+    then p += 1; a frame's run of h/2 x w/2 tokens at (p, p + row, p + column), then
+    p += max(h, w) / 2. Padding columns are 0."""
+    ids, mask, grid = inp["input_ids"].cpu(), inp["attention_mask"].cpu().bool(), inp[
+        "video_grid_thw"].cpu().tolist()
+    out = torch.zeros(3, *ids.shape, dtype=torch.long)
+    videos = iter(grid)
+    for b in range(ids.shape[0]):
+        cols = mask[b].nonzero().flatten().tolist()
+        p, i = 0, 0
+        while i < len(cols):
+            if ids[b, cols[i]] != vb.VIDEO_ID:
+                out[:, b, cols[i]] = p
+                p, i = p + 1, i + 1
+                continue
+            t, h, w = next(videos)
+            for _ in range(t):  # one run per temporal patch, each preceded by text tokens
+                while ids[b, cols[i]] != vb.VIDEO_ID:
+                    out[:, b, cols[i]] = p
+                    p, i = p + 1, i + 1
+                for r in range(h // vb.MERGE):
+                    for c in range(w // vb.MERGE):
+                        out[:, b, cols[i]] = torch.tensor([p, p + r, p + c])
+                        i += 1
+                p += max(h, w) // vb.MERGE
+    return out
+
+
+@pytest.mark.parametrize("family", params(QWEN))
 def test_qwen_kept_tokens_keep_their_positions(family):
     """Every token of the compressed prompt has the M-RoPE position it has in the uncompressed
     prompt: text at its own column, a kept/merged video token at its representative's column."""
     m = model(family)
     inp = inputs(family, batch=True)
     full = stock_positions(m, inp)
+    if family in vb.QWEN3_FORMAT:  # the model's own positions equal the written-out ones
+        assert torch.equal(full.cpu(), qwen3_positions(inp))
     with patch(m, retention_ratio=0.3) as handle:
         prepared = handle.prepare_inputs(**inp)
     ids, mask = inp["input_ids"], inp["attention_mask"].bool()
@@ -320,7 +362,7 @@ def test_qwen_kept_tokens_keep_their_positions(family):
         (video,) = [v for v in handle.last.videos if v.sample == b]
         kept = video_cols[video.result.indices]  # the representative's original column
         text = mask[b] & (ids[b] != vb.VIDEO_ID)
-        if family == "qwen3_vl":  # published Qwen3-VL drops the vision markers
+        if family in vb.QWEN3_FORMAT:  # published Qwen3-VL drops the vision markers
             text &= (ids[b] != vb.VSTART) & (ids[b] != vb.VEND)
         cols = torch.sort(torch.cat([text.nonzero().flatten(), kept]), stable=True).values
         assert int(new_mask[b].sum()) == cols.numel()
@@ -328,14 +370,14 @@ def test_qwen_kept_tokens_keep_their_positions(family):
         assert torch.equal(new_ids[b, real], ids[b, cols])
         assert torch.equal(pos[1:, b][:, real], full[:, b, cols])
         assert torch.equal(pos[0, b, real], torch.arange(cols.numel(), device=pos.device))
-        if family == "qwen3_vl":
+        if family in vb.QWEN3_FORMAT:
             assert not bool(torch.isin(new_ids[b, real], torch.tensor(
                 [vb.VSTART, vb.VEND], device=new_ids.device)).any())
             timestamps = torch.arange(10, 10 + video.frames, device=ids.device)
             assert bool(torch.isin(timestamps, new_ids[b, real]).all())
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", params(["qwen2_5_vl", "qwen3_vl", "qwen3_5"]))
 def test_qwen_decoding_positions_equal_stock(family):
     """rope_deltas and the generate() position extension give the new tokens exactly the 3-D
     positions they get without compression."""
@@ -357,9 +399,10 @@ def test_qwen_decoding_positions_equal_stock(family):
     assert torch.equal(lengths + deltas[:, 0], first_new)
 
 
-def test_qwen3_deepstack_gathered_at_representatives():
-    m = model("qwen3_vl")
-    inp = inputs("qwen3_vl", batch=True)
+@pytest.mark.parametrize("family", params(["qwen3_vl", "qwen3_vl_moe"]))
+def test_qwen3_deepstack_gathered_at_representatives(family):
+    m = model(family)
+    inp = inputs(family, batch=True)
     with torch.no_grad():
         stock = m.model.get_video_features(inp["pixel_values_videos"], inp["video_grid_thw"])
     with patch(m, retention_ratio=0.3) as handle:
@@ -432,6 +475,50 @@ def test_llava_variant_detection_and_presets():
         m.config._name_or_path = ""
     with patch(model("qwen3_vl"), pruning_layer=None) as handle:
         assert handle.config == flashvid.FlashVIDConfig.qwen3_vl()
+
+
+@pytest.mark.parametrize("family", params(LATEST))
+def test_latest_family_presets(family):
+    """Each new family gets its own preset (the published Qwen3-VL settings) and drops the
+    vision markers as Qwen3-VL does."""
+    preset = getattr(flashvid.FlashVIDConfig, family)()
+    assert preset == flashvid.FlashVIDConfig.qwen3_vl()
+    assert flashvid.FlashVIDConfig.preset(family.replace("_", "-")) == preset
+    with patch(model(family), pruning_layer=None) as handle:
+        assert handle.family == family and handle.config == preset and handle.drop_markers
+        assert not handle.llm_stage
+
+
+@pytest.mark.parametrize("family", params(LATEST))
+def test_latest_family_vision_side_only_and_remove(family):
+    """flashvid.apply(model, retention_ratio=0.25, pruning_layer=None): the prefill is shorter
+    by exactly the dropped video tokens and markers (counted from the grid and the budget, exactly
+    in exact-count mode), the inner-LLM stage is off, and .remove() gives back the stock tokens
+    and logits bit for bit."""
+    m = fresh(family)
+    inp = inputs(family, batch=True)
+    stock, stock_logits = m.generate(**inp, max_new_tokens=3), m(**inp).logits
+    grid = inp["video_grid_thw"].tolist()
+    lengths = inp["attention_mask"].sum(1).tolist()
+    for exact in (False, True):
+        handle = flashvid.apply(m, retention_ratio=0.25, pruning_layer=None, exact_count=exact)
+        assert not handle.llm_stage
+        with LMInputs(m) as seen:
+            m.generate(**inp, max_new_tokens=1)
+        prefill = seen.calls[0]
+        got = prefill["attention_mask"].sum(1).tolist()
+        assert prefill["inputs_embeds"].shape[1] == max(got)
+        for (t, h, w), before, after in zip(grid, lengths, got):
+            per_frame = h * w // vb.MERGE ** 2
+            budget = handle.config.budget(per_frame).total
+            kept = after - (before - t * per_frame - 2 * t)  # t runs lose both vision markers
+            if exact:
+                assert kept == t * budget
+            else:
+                assert t * budget <= kept <= t * budget + t
+        handle.remove()
+    assert torch.equal(m.generate(**inp, max_new_tokens=3), stock)
+    assert torch.equal(m(**inp).logits, stock_logits)
 
 
 # --------------------------------------------------------------------------- patching
@@ -568,7 +655,7 @@ def test_qwen_image_and_video_in_one_prompt(family):
     with compression all image placeholders stay."""
     m = model(family)
     image = (vb.BOS, vb.VSTART) + (vb.IMAGE_ID,) * 16 + (vb.VEND, 5)
-    inp = vb.qwen_inputs([(4, 8, 8)], seed=2, qwen3=family == "qwen3_vl", pre=image)
+    inp = vb.qwen_inputs([(4, 8, 8)], seed=2, qwen3=family in vb.QWEN3_FORMAT, pre=image)
     gen = torch.Generator().manual_seed(5)
     inp["pixel_values"] = torch.randn(64, 3 * vb.TPATCH * vb.PATCH ** 2, generator=gen)
     inp["image_grid_thw"] = torch.tensor([[1, 8, 8]])

@@ -95,6 +95,31 @@ def test_max_and_min_length_count_the_callers_prompt():
         assert kwargs == {"min_new_tokens": 4, "max_new_tokens": 9}
 
 
+@pytest.mark.parametrize("family", [vb.family_param("qwen3_5_moe")])
+def test_hybrid_moe_copy_save_and_length_limits(family):
+    """Qwen3.5-MoE (MoE, linear-attention and full-attention layers, the inner-LLM stage on):
+    a deepcopy runs itself, a torch.save round trip gives the same tokens, and max_length counts
+    the caller's prompt."""
+    m = vb.tiny_qwen3_5_moe().to(device())
+    inp = vb.to(vb.qwen_inputs([(4, 8, 8)], seed=1, qwen3=True), device())
+    length = inp["input_ids"].shape[1]
+    handle = patch(m)
+    want = m.generate(**inp, max_new_tokens=NEW)
+    twin = copy.deepcopy(m)
+    assert twin.__dict__["_flashvid_handle"].model is twin
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(-1.0)
+    assert not torch.equal(twin.generate(**inp, max_new_tokens=NEW), want)
+    assert torch.equal(m.generate(**inp, max_new_tokens=NEW), want)
+    buffer = io.BytesIO()
+    torch.save(m, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded.generate(**inp, max_new_tokens=NEW), want)
+    assert torch.equal(m.generate(**inp, max_length=length + NEW), want)
+    handle.remove()
+
+
 def test_multi_turn_cache_reuse_is_refused():
     """The returned cache holds the compressed prompt while the returned sequences hold the
     caller's: continuing from both would be silently wrong, so it raises."""

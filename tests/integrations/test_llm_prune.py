@@ -1,6 +1,9 @@
 """The inner-LLM stage (§10, ``llm_prune``): the pure selection against the published
 fixture, and generate() on tiny models of every family against a reference forward written here
-from stock model parts (decoder layers, rotary embedding, norm, LM head) that prunes at K."""
+from stock model parts (decoder layers, rotary embedding, norm, LM head) that prunes at K.
+Qwen3.5's linear-attention (gated DeltaNet) layers run in the reference without any cache: every
+step recomputes their recurrence over the kept prompt tokens and the new ones, so generate()'s
+cached recurrent state after pruning is checked against a state built from scratch."""
 
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ from flashvid.integrations import MIN_TRANSFORMERS, last_query_attention, llm_pr
 transformers = pytest.importorskip("transformers", minversion=MIN_TRANSFORMERS)
 
 K, RATIO, STEPS = 2, 0.3, 3  # tiny models have 4 decoder layers
-SETTINGS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl")
+LATEST = ("qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+SETTINGS = ("llava_onevision", "llava_video", "qwen2_5_vl", "qwen3_vl") + LATEST
 BUILDERS = {"llava_onevision": vb.tiny_llava_onevision, "llava_video": vb.tiny_llava_onevision,
-            "qwen2_5_vl": vb.tiny_qwen2_5_vl, "qwen3_vl": vb.tiny_qwen3_vl}
+            "qwen2_5_vl": vb.tiny_qwen2_5_vl, "qwen3_vl": vb.tiny_qwen3_vl,
+            "qwen3_vl_moe": vb.tiny_qwen3_vl_moe, "qwen3_5": vb.tiny_qwen3_5,
+            "qwen3_5_moe": vb.tiny_qwen3_5_moe}
 _MODELS: dict = {}
 
 
@@ -35,7 +41,7 @@ def inputs(setting: str, batch: bool = True) -> dict:
     if setting.startswith("llava"):
         return vb.to(vb.llava_inputs([3, 2] if batch else [3], seed=1), device())
     grids = [(4, 8, 8), (2, 8, 12)] if batch else [(4, 8, 8)]
-    return vb.to(vb.qwen_inputs(grids, seed=1, qwen3=setting == "qwen3_vl"), device())
+    return vb.to(vb.qwen_inputs(grids, seed=1, qwen3=setting in vb.QWEN3_FORMAT), device())
 
 
 def apply(m, setting: str, **kw):
@@ -127,11 +133,22 @@ def rope_fn(attn):
     return sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
 
-def reference_logits(m, setting: str, row: dict) -> tuple[list[torch.Tensor], list[int]]:
+def attention_layer(m, k: int) -> int:
+    """The layer whose attention ranks the tokens: the last layer before k with softmax
+    attention (``self_attn``); k-1 in every model without linear-attention layers."""
+    layers = m.model.language_model.layers
+    return max(i for i in range(k) if hasattr(layers[i], "self_attn"))
+
+
+def reference_logits(m, setting: str, row: dict, k: int = K) -> tuple[list[torch.Tensor],
+                                                                        list[int]]:
     """Greedy decoding of STEPS tokens with the stage written out: every step recomputes the
-    whole sequence (no cache): layers < K on everything; at K-1 the last prompt token's full
-    attention row picks the kept video tokens; layers >= K on kept prompt tokens + new tokens."""
+    whole sequence (no cache): layers < k on everything; at the attention layer (k-1, or the
+    nearest full-attention layer before it) the last prompt token's full attention row picks the
+    kept video tokens; layers >= k on kept prompt tokens + new tokens. Linear-attention layers
+    run their whole recurrence each step (no mask: one unpadded row)."""
     lm = m.model.language_model
+    scoring = attention_layer(m, k)
     with apply(m, setting, llm_retention_ratio=1.0, record=True) as handle, Capture(m) as cap:
         m.generate(**row, max_new_tokens=1)
     ids = handle.last.inputs["input_ids"][0]
@@ -156,28 +173,31 @@ def reference_logits(m, setting: str, row: dict) -> tuple[list[torch.Tensor], li
             h = embeds
             cos, sin = lm.rotary_emb(h, p)
             for i, layer in enumerate(lm.layers):
-                if i == K - 1:  # the last prompt token's attention in layer K-1, full matrix
+                if i == scoring:  # the last prompt token's attention in that layer, full matrix
                     attn = layer.self_attn
                     x = layer.input_layernorm(h)
                     q = attn.q_proj(x).view(1, total, -1, attn.head_dim)
-                    k = attn.k_proj(x).view(1, total, -1, attn.head_dim)
+                    if q.shape[2] == 2 * lm.config.num_attention_heads:  # Qwen3.5: query, gate
+                        q = q.view(1, total, -1, 2 * attn.head_dim)[..., :attn.head_dim]
+                    key = attn.k_proj(x).view(1, total, -1, attn.head_dim)
                     if hasattr(attn, "q_norm"):
-                        q, k = attn.q_norm(q), attn.k_norm(k)
-                    q, k = rope_fn(attn)(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
-                    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-                    w = (q @ k.transpose(-1, -2)) * attn.scaling + causal(total, q.dtype)
+                        q, key = attn.q_norm(q), attn.k_norm(key)
+                    q, key = rope_fn(attn)(q.transpose(1, 2), key.transpose(1, 2), cos, sin)
+                    key = key.repeat_interleave(q.shape[1] // key.shape[1], dim=1)
+                    w = (q @ key.transpose(-1, -2)) * attn.scaling + causal(total, q.dtype)
                     w = torch.softmax(w.float(), dim=-1).to(q.dtype)[0, :, length - 1, :length]
                     score = w.mean(dim=0)[cand]
                     count = math.ceil(int(cand.sum()) * RATIO)
                     top = cand.nonzero().flatten()[torch.topk(score, count).indices]
                     keep = torch.cat([(~cand).nonzero().flatten(), top]).sort().values
                     keep = torch.cat([keep, torch.arange(length, total, device=device())])
-                if i == K:
+                if i == k:
                     h = h[:, keep]
                     cos, sin, text_pos = cos[:, keep], sin[:, keep], text_pos[:, keep]
                     if step == 0:
                         lengths.append(int(keep.numel()))
-                h = layer(h, attention_mask=causal(h.shape[1], h.dtype),
+                linear = not hasattr(layer, "self_attn")
+                h = layer(h, attention_mask=None if linear else causal(h.shape[1], h.dtype),
                           position_embeddings=(cos, sin), position_ids=text_pos)
                 if deep is not None and i < len(deep):
                     mask = torch.cat([visual, visual.new_zeros(1, total - length)], dim=1)
@@ -198,16 +218,22 @@ def generate_logits(m, setting, inp, **kw):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", SETTINGS)
-def test_generate_equals_reference_forward(setting):
+@pytest.mark.parametrize(("setting", "k"), [vb.family_param(s, K, id=f"{s}-K{K}") for s in SETTINGS
+                                            if s != "qwen3_vl_moe"]  # = Qwen3-VL + MoE layers
+                         + [vb.family_param("qwen3_5", 3, id="qwen3_5-K3-attention_from_layer_1")])
+def test_generate_equals_reference_forward(setting, k):
     """Batched, left-padded generate() with the stage: each row's first three logits equal the
-    reference forward of that row alone; the prefill drops exactly V' - ceil(V' r) tokens."""
+    reference forward of that row alone; the prefill drops exactly V' - ceil(V' r) tokens.
+    Qwen3.5 (layers: linear, full, linear, full): K=2 ranks with layer 1 = K-1, K=3 with layer 1,
+    the nearest full-attention layer before the linear layer 2; both prune before a
+    linear-attention layer, whose state must then equal the one built from the kept tokens."""
     m = model(setting)
     inp = inputs(setting, batch=True)
-    out, last = generate_logits(m, setting, inp)
+    out, last = generate_logits(m, setting, inp, pruning_layer=k)
+    assert last.llm.attention_layer == attention_layer(m, k)
     for b in range(2):
         row = vb.select(inp, b, qwen=setting.startswith("qwen"))
-        want, (before, after) = reference_logits(m, setting, row)
+        want, (before, after) = reference_logits(m, setting, row, k)
         for step in range(STEPS):
             torch.testing.assert_close(out.logits[step][b], want[step], atol=2e-5, rtol=1e-4)
         assert last.llm.lengths_before[b] == before and last.llm.lengths_after[b] == after
@@ -240,7 +266,7 @@ class LayerLengths:
             h.remove()
 
 
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("setting", [vb.family_param(s) for s in SETTINGS])
 def test_prefill_drops_at_layer_k_and_cache_holds_kept(setting):
     m = model(setting)
     inp = inputs(setting, batch=False)
@@ -256,11 +282,15 @@ def test_prefill_drops_at_layer_k_and_cache_holds_kept(setting):
     assert len(seen.calls) == STEPS
     cache = out.past_key_values if hasattr(out, "past_key_values") else out.cache
     for i in range(layers):
+        if not hasattr(m.model.language_model.layers[i], "self_attn"):  # linear attention
+            assert cache.layers[i].recurrent_states[0] is not None  # a fixed-size state
+            continue
         cached = cache.layers[i].keys.shape[-2]
         assert cached == (length if i < K else after) + STEPS - 1
 
 
-@pytest.mark.parametrize("setting", ["llava_onevision", "qwen3_vl"])
+@pytest.mark.parametrize("setting", [vb.family_param(s)
+                                     for s in ("llava_onevision", "qwen3_vl", "qwen3_5")])
 def test_stage_off_is_vision_side_only(setting):
     """llm_retention_ratio=1.0 and pruning_layer=None switch the stage off: identical to the
     vision-side-only path, and every layer sees the whole prompt."""
@@ -335,14 +365,38 @@ def test_prompt_lookup_verification_steps_do_not_prune(setting):
     assert all(len(set(c)) == 1 for c in seen.calls[1:])  # and never prune
 
 
-def test_beams_and_return_sequences():
-    m = model("qwen2_5_vl")
-    inp = inputs("qwen2_5_vl")
-    with apply(m, "qwen2_5_vl"):
+@pytest.mark.parametrize("setting", [vb.family_param(s) for s in ("qwen2_5_vl", "qwen3_5")])
+def test_beams_and_return_sequences(setting):
+    """Beam search reorders the cache, including Qwen3.5's recurrent states after pruning."""
+    m = model(setting)
+    inp = inputs(setting)
+    with apply(m, setting):
         out = m.generate(**inp, max_new_tokens=STEPS, num_beams=2, num_return_sequences=2)
         row = m.generate(**vb.select(inp, 1, qwen=True), max_new_tokens=STEPS, num_beams=2,
                          num_return_sequences=2)
     assert torch.equal(out[2:, -STEPS:], row[:, -STEPS:])
+
+
+@pytest.mark.parametrize("family", [vb.family_param("qwen3_5")])
+def test_hybrid_attention_layer_rule(family):
+    """Qwen3.5 mixes linear-attention and full-attention layers: the stage ranks with the
+    nearest full-attention layer at or before K-1 (shown in the handle), and refuses a K with
+    only linear-attention layers before it."""
+    m = model(family)  # layers: linear, full, linear, full
+    with pytest.raises(ValueError, match="layers 0..0 of this model are all linear-attention"):
+        flashvid.apply(m, pruning_layer=1)
+    assert "generate" not in m.__dict__
+    with flashvid.apply(m, pruning_layer=2) as handle:
+        assert handle.attention_layer == 1 and "attention_layer" not in repr(handle)
+    with flashvid.apply(m, pruning_layer=3) as handle:
+        assert handle.attention_layer == 1 and "attention_layer=1" in repr(handle)
+    with flashvid.apply(m, pruning_layer=None) as handle:
+        assert handle.attention_layer is None
+    late = vb.tiny_qwen3_5(layer_types=["linear_attention"] * 3 + ["full_attention"])
+    for k in (1, 2, 3):  # Qwen3.5's released pattern (one full layer in four) on 4 layers
+        with pytest.raises(ValueError, match="full attention is at layers \\[3\\]"):
+            flashvid.apply(late, pruning_layer=k)
+    flashvid.apply(late, pruning_layer=None).remove()  # the vision side alone works
 
 
 def test_stage_refusals():
