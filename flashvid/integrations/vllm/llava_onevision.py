@@ -99,9 +99,6 @@ def apply_settings(vllm_config: Any, attr: str) -> None:
             f"--video-pruning-rate {mm_config.video_pruning_rate} asks for vLLM's own video "
             "pruning, which vLLM 0.32 does not have for LLaVA-OneVision; FlashVID "
             "(additional_config['flashvid']) replaces it: remove --video-pruning-rate")
-    if mm_config.mm_encoder_tp_mode == "data":
-        raise ValueError("FlashVID needs the SigLIP attention's heads on every rank "
-                         "(mm_encoder_tp_mode='weights', the default), not 'data'")
     if getattr(vllm_config.compilation_config, "compile_mm_encoder", False):
         raise ValueError("FlashVID reads the last SigLIP layer's q and k with a hook, which "
                          "needs the eager vision encoder: turn compile_mm_encoder off")
