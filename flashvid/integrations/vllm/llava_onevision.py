@@ -146,16 +146,20 @@ class FlashVIDLlavaOnevisionMultiModalProcessor(LlavaOnevisionMultiModalProcesso
         video_token_id = hf_config.video_token_index
         side = _patch_side(hf_config)
 
-        def video_replacement(item_idx: int) -> list[int]:
-            pixels = out_mm_kwargs["video"][item_idx]["pixel_values_videos"].data
-            if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4:
-                raise ValueError(
-                    "FlashVID needs each video as pixel_values_videos [frames, 3, H, W]; got "
-                    f"{getattr(pixels, 'shape', type(pixels).__name__)}")
-            return [video_token_id] * video_length(config, variant, int(pixels.shape[0]), side)
+        def flashvid_replacement(stock: Any) -> Any:
+            def video_replacement(item_idx: int) -> Any:
+                item = out_mm_kwargs["video"][item_idx]
+                field = item.get("pixel_values_videos") if item is not None else None
+                pixels = getattr(field, "data", None)
+                if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4:
+                    return stock(item_idx)  # not pixels [frames, 3, H, W]: nothing to compress
+                frames = int(pixels.shape[0])
+                return [video_token_id] * video_length(config, variant, frames, side)
+
+            return video_replacement
 
         return [PromptReplacement(modality="video", target=u.target,
-                                  replacement=video_replacement)
+                                  replacement=flashvid_replacement(u.replacement))
                 if u.modality == "video" else u for u in updates]
 
 

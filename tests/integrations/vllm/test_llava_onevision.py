@@ -178,7 +178,7 @@ def test_rows_are_flashvid_compress_with_newlines(scenario, mode):
     n = per_frame(variant)
     newline = fv.newline
     seen = 0
-    for name, probe in fv.probes.items():
+    for probe in fv.probes.values():
         for video, score, count, _, rows in calls(probe):
             frames = video.shape[0]
             assert video.shape[1] == n
@@ -284,6 +284,7 @@ def _engine_config(checkpoint, settings, **extra):
     ({"retention_ratio": 1.5}, {}, "retention_ratio"),
     ({"bogus": 1}, {}, "unknown key"),
     ({}, {"video_pruning_rate": 0.5}, "remove --video-pruning-rate"),
+    ({}, {"compilation_config": {"compile_mm_encoder": True}}, "eager vision encoder"),
 ])
 def test_bad_settings_are_rejected_at_start(checkpoints, settings, extra, message):
     with pytest.raises((ValueError, TypeError), match=message):
