@@ -7,8 +7,9 @@
 #   make test-quick   the suite without the tests marked slow (pytest -m "not slow")
 #   make docs-demo    regenerates docs/demo/ (figures, tables, plot) with the committed code
 #   make test-vllm  creates .venv-vllm (vLLM's CPU build, which pins transformers < 5.20, so it is
-#               not .venv), then runs tests/integrations/vllm: the vLLM plugin on tiny random Qwen2.5-VL and
-#               Qwen3-VL models (about 6 minutes to install, 3 to test, on 2 cores)
+#               not .venv), then runs tests/integrations/vllm: the vLLM plugin on tiny random
+#               Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision models (about 6 minutes to install,
+#               6 to test, on 2 cores)
 #   make test-hf-floor  the adapter tests again in .venv-hf-floor, on the oldest transformers
 #               the `hf` extra allows
 PYTHON ?= python3

@@ -100,10 +100,7 @@ class LlavaOnevisionAdapter(Adapter):
         """[S, side*side, C] -> [S, N, C] with this variant's pooling."""
         if self.variant == "llava_onevision":
             return self.base.apply_pooling(x)
-        frames, _, channels = x.shape
-        grid = x.view(frames, self.side, self.side, channels).permute(0, 3, 1, 2)
-        pooled = nnf.avg_pool2d(grid, kernel_size=2, stride=2)
-        return pooled.permute(0, 2, 3, 1).reshape(frames, -1, channels)
+        return average_pool(x, self.side)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, videos: list[torch.Tensor], layer: Any, strategy: Any
@@ -232,14 +229,47 @@ class LlavaOnevisionAdapter(Adapter):
     def _with_newlines(self, tokens: torch.Tensor, indices: torch.Tensor, frames: int,
                        per_frame: int, newline: torch.Tensor) -> torch.Tensor:
         """[V, D] -> the video's LLM tokens with its newline token(s) (§11)."""
-        if self.variant == "llava_onevision":
-            return torch.cat([tokens, newline[None]], dim=0)
-        frame_of = torch.div(indices, per_frame, rounding_mode="floor")
-        counts = torch.bincount(frame_of, minlength=frames).tolist()
-        pieces = []
-        for chunk in torch.split(tokens, counts):
-            pieces += [chunk, newline[None]]
-        return torch.cat(pieces, dim=0)
+        return with_newlines(self.variant, tokens, indices, frames, per_frame, newline)
+
+
+def average_pool(x: torch.Tensor, side: int) -> torch.Tensor:
+    """LLaVA-Video's pooling (``mm_spatial_pool_mode = average``): [S, side*side, C] ->
+    [S, (side // 2) ** 2, C], a 2x2 average pool (an odd last row and column are dropped)."""
+    frames, _, channels = x.shape
+    grid = x.view(frames, side, side, channels).permute(0, 3, 1, 2)
+    pooled = nnf.avg_pool2d(grid, kernel_size=2, stride=2)
+    return pooled.permute(0, 2, 3, 1).reshape(frames, -1, channels)
+
+
+def newline_count(variant: str, frames: int) -> int:
+    """Newline tokens a compressed video gets: 1 ("llava_onevision", ``one_token``) or one per
+    frame ("llava_video", ``frame``)."""
+    return 1 if variant == "llava_onevision" else int(frames)
+
+
+def with_newlines(variant: str, tokens: torch.Tensor, indices: torch.Tensor, frames: int,
+                  per_frame: int, newline: torch.Tensor) -> torch.Tensor:
+    """A compressed video's LLM rows with its newline row(s) (§11).
+
+    Args:
+        variant: "llava_onevision" (one ``newline`` after all rows) or "llava_video" (one after
+            the rows of every frame, also after a frame that kept none).
+        tokens: [V, D] compressed rows, ordered by ``indices``.
+        indices: [V] int64 ascending global positions t * per_frame + n.
+        frames, per_frame: the video's F and N.
+        newline: [D] the model's ``image_newline``, in ``tokens``' dtype and device.
+
+    Returns:
+        [V + newline_count(variant, frames), D].
+    """
+    if variant == "llava_onevision":
+        return torch.cat([tokens, newline[None]], dim=0)
+    frame_of = torch.div(indices, per_frame, rounding_mode="floor")
+    counts = torch.bincount(frame_of, minlength=frames).tolist()
+    pieces = []
+    for chunk in torch.split(tokens, counts):
+        pieces += [chunk, newline[None]]
+    return torch.cat(pieces, dim=0)
 
 
 def _video_list(pixels: Any) -> list[torch.Tensor]:
@@ -277,8 +307,7 @@ def resolve_variant(model: Any, variant: str | None) -> str:
     """The LLaVA variant: the given one, else "llava_video" when the checkpoint name says
     LLaVA-Video, else "llava_onevision"."""
     if variant is None:
-        name = str(getattr(model.config, "_name_or_path", "") or "").lower().replace("_", "-")
-        return "llava_video" if "llava-video" in name else "llava_onevision"
+        return variant_of_name(getattr(model.config, "_name_or_path", ""))
     key = variant.replace("-", "_").lower()
     if key in ("onevision", "ov", "llava_ov"):
         key = "llava_onevision"
@@ -288,3 +317,9 @@ def resolve_variant(model: Any, variant: str | None) -> str:
         raise ValueError(f"variant must be one of {list(VARIANTS)} (or None to detect), "
                          f"got {variant!r}")
     return key
+
+
+def variant_of_name(name: Any) -> str:
+    """"llava_video" when a checkpoint name (or path) says LLaVA-Video, else "llava_onevision"."""
+    key = str(name or "").lower().replace("_", "-")
+    return "llava_video" if "llava-video" in key else "llava_onevision"

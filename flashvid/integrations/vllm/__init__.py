@@ -1,4 +1,5 @@
-"""FlashVID in vLLM: an out-of-tree plugin for Qwen2.5-VL and Qwen3-VL.
+"""FlashVID in vLLM: an out-of-tree plugin for Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision
+(LLaVA-Video weights included).
 
 Installed with ``pip install "flashvid[vllm]"``; vLLM loads it in every process through the
 ``vllm.general_plugins`` entry point ``flashvid = flashvid.integrations.vllm:register``. It is
@@ -13,13 +14,14 @@ preset) and the vision-side fields of :class:`flashvid.FlashVIDConfig` (``retent
 
 What :func:`register` does:
 
-* registers FlashVID subclasses of vLLM's ``Qwen2_5_VLForConditionalGeneration`` and
-  ``Qwen3VLForConditionalGeneration`` under those architecture names (lazily, by name); with
-  FlashVID off they are the stock models;
+* registers FlashVID subclasses of vLLM's ``Qwen2_5_VLForConditionalGeneration``,
+  ``Qwen3VLForConditionalGeneration`` and ``LlavaOnevisionForConditionalGeneration`` under
+  those architecture names (lazily, by name); with FlashVID off they are the stock models;
 * adds a per-architecture config hook (vLLM's ``MODELS_CONFIG_MAP``) that, when the engine
   configuration is made, validates the ``flashvid`` settings, turns on vLLM's video-pruning
-  path (``video_pruning_rate``) so that positions travel with the embeddings, and stores the
-  settings where the processor and the model read them;
+  path (``video_pruning_rate``) so that positions travel with the embeddings (Qwen; LLaVA's
+  1-D positions need no such path, :mod:`.llava_onevision`), and stores the settings where the
+  processor and the model read them;
 * on vLLM's CPU platform, applies the CPU-runner workaround of :mod:`.workarounds`.
 
 Importing this package imports neither vLLM nor transformers; :func:`register` imports vLLM.
@@ -38,6 +40,11 @@ ARCHITECTURES = {
     "Qwen3VLForConditionalGeneration": (
         "flashvid.integrations.vllm.qwen3_vl:FlashVIDQwen3VLForConditionalGeneration",
         "qwen3_vl"),
+    # LLaVA-OneVision and LLaVA-Video weights (vLLM serves both with this class)
+    "LlavaOnevisionForConditionalGeneration": (
+        "flashvid.integrations.vllm.llava_onevision:"
+        "FlashVIDLlavaOnevisionForConditionalGeneration",
+        "llava_onevision"),
 }
 
 __all__ = ["ARCHITECTURES", "KEY", "allowed_fields", "nominal_pruning_rate", "output_length",
@@ -77,7 +84,12 @@ def _config_hook(family: str, previous: Any) -> type:
         def verify_and_update_config(vllm_config: Any) -> None:
             if previous is not None:
                 previous.verify_and_update_config(vllm_config)
-            apply_settings(vllm_config, family, SETTINGS_ATTR)
+            if family == "llava_onevision":  # no vLLM pruning path: its own settings step
+                from .llava_onevision import apply_settings as apply_llava_settings
+
+                apply_llava_settings(vllm_config, SETTINGS_ATTR)
+            else:
+                apply_settings(vllm_config, family, SETTINGS_ATTR)
 
     FlashVIDConfigHook.__name__ = FlashVIDConfigHook.__qualname__ = f"FlashVIDConfigHook_{family}"
     return FlashVIDConfigHook
