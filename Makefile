@@ -92,14 +92,15 @@ test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q tests/integrations/vllm
 
 # torch stays the one installed (its torchvision is chosen to match; unpinned, pip would pull a
-# newer CUDA torch for the newest torchvision). PyPI's torchvision is a CUDA build that does not
+# newer CUDA torch for the newest torchvision). --no-compile: no .pyc for the ~150 packages at
+# install (half the install's CPU time); Python compiles what the tests import, once. PyPI's torchvision is a CUDA build that does not
 # load beside the CPU torch: the same import
 # fallback as the vLLM environment (tests/integrations/vllm/cpu_torchvision_fix.py); GPU
 # machines with a matching torchvision never use it.
 $(EVAL_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_fix.py
 	test -x $(EVAL_PY) || $(PYTHON) -m venv $(EVAL_VENV)
-	$(EVAL_PY) -c "import torch" 2>/dev/null || $(EVAL_PY) -m pip install -q $(TORCH_PIN)
-	$(EVAL_PY) -m pip install -q -e ".[eval,demo]" "$(EVAL_PIN)" "pytest>=7" \
+	$(EVAL_PY) -c "import torch" 2>/dev/null || $(EVAL_PY) -m pip install -q --no-compile $(TORCH_PIN)
+	$(EVAL_PY) -m pip install -q --no-compile -e ".[eval,demo]" "$(EVAL_PIN)" "pytest>=7" \
 	    "torch==$$($(EVAL_PY) -W ignore -c 'import torch; print(torch.__version__.split("+")[0])')"
 	$(EVAL_PY) tests/integrations/vllm/cpu_torchvision_fix.py
 	touch $(EVAL_STAMP)

@@ -27,8 +27,13 @@ examples:
       --tasks videomme,egoschema,longvideobench_val_v,mvbench --frames 32 \\
       --retention 0.10,0.15,0.20,0.25 --out results/llava_ov
   # the same token budget at more frames: vanilla at 16 frames, FlashVID at 160 frames r=0.10
-  flashvid eval --model flashvid_qwen2_5_vl --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct \\
+  flashvid eval --model flashvid_qwen2_5_vl \\
+      --model-args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,min_pixels=50176,max_pixels=200704 \\
       --tasks videomme --vanilla-frames 16 --pairs 0.1:160 --out results/qwen25_160
+  # a tiny test model: its few decoder layers need a pruning layer of their own (or none)
+  flashvid eval --model flashvid_qwen2_5_vl \\
+      --model-args pretrained=DIR,device=cpu,device_map=cpu,pruning_layer=2 \\
+      --tasks MYTASK --include-path TASKS --frames 4,8 --retention 0.25,0.5 --limit 5
   # redraw the plots of a sweep
   flashvid eval --plot results/llava_ov"""
 
@@ -68,7 +73,8 @@ def add_eval_command(sub) -> None:
     e.add_argument("--device", help="lmms-eval's --device (default: the model's own, cuda)")
     e.add_argument("--gen-kwargs", metavar="ARGS", help="lmms-eval's --gen_kwargs")
     e.add_argument("--bootstrap-iters", type=int, default=0, metavar="N",
-                   help="bootstrap iterations for standard errors (default 0: none)")
+                   help="bootstrap iterations for standard errors (default 0: no bootstrap; "
+                        "lmms-eval's central-limit estimate where it has one)")
     e.add_argument("--force-simple", action="store_true",
                    help="use lmms-eval's simple model class where it also has a chat one")
     e.add_argument("--no-log-samples", action="store_true",

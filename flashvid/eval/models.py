@@ -121,8 +121,10 @@ class FlashVIDModel:
                     "pruning_layer": None, "llm_retention": None, "exact_count": None,
                     "backend": None}
         cfg = handle.config
-        return {"mode": "flashvid", "retention": cfg.retention_ratio, "preset": handle.family,
-                "variant": getattr(handle, "variant", None),
+        variant = getattr(handle, "variant", None)
+        return {"mode": "flashvid", "retention": cfg.retention_ratio,
+                "preset": self.flashvid_settings.preset or variant or handle.family,
+                "variant": variant,
                 "pruning_layer": cfg.pruning_layer if handle.llm_stage else None,
                 "llm_retention": cfg.llm_retention_ratio if handle.llm_stage else None,
                 "exact_count": cfg.exact_count, "backend": cfg.backend}

@@ -92,11 +92,10 @@ def test_flashvid_off_is_lmms_eval_s_model(checkpoint):
 def test_errors_lmms_eval_would_swallow_are_raised(checkpoint, in_data):
     """lmms-eval's llava_hf catches generate() errors and scores an empty answer; the plugin
     raises them instead."""
+    import taskdata
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.models import get_model
     from lmms_eval.tasks import TaskManager
-
-    import taskdata
 
     lm = get_model("flashvid_llava_hf").create_from_arg_string(
         f"pretrained={checkpoint('llava_onevision')},device=cpu,max_frames_num=2,"

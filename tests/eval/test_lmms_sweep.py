@@ -20,7 +20,9 @@ from flashvid.eval import rows as rowlib
 
 pytestmark = pytest.mark.slow
 TASK_DIR = str(Path(__file__).parent / "tasks")
-QWEN_ARGS = "device=cpu,device_map=cpu,min_pixels=1568,max_pixels=4704,pruning_layer=2"
+# frames of 112 x 84 pixels become 2 x 3 merge units (6 tokens per temporal patch)
+QWEN_ARGS = "device=cpu,device_map=cpu,min_pixels=1568,max_pixels=6272,pruning_layer=2"
+QWEN3_ARGS = "device=cpu,device_map=cpu,min_pixels=2048,max_pixels=9216,pruning_layer=2"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,7 +76,7 @@ def test_qwen2_5_vl_sweep(checkpoint, in_data, capsys):
     assert all(tuple(r) == rowlib.SCHEMA for r in rows)
     runs = _by_run(rows)
     per_patch = runs[("vanilla", 1.0, 4)]["visual_tokens_full"] // 2  # per temporal patch
-    assert per_patch >= 4
+    assert per_patch == 6
     for frames in (4, 8):
         vanilla = runs[("vanilla", 1.0, frames)]
         patches = frames // 2
@@ -119,12 +121,12 @@ def test_qwen3_vl_and_llava_onevision_pairs(checkpoint, in_data):
 
     docs = [json.loads(line) for line in (in_data / taskdata.DATA).read_text().splitlines()]
     out = in_data.parent / "sweep_qwen3"
-    _sweep(out, "flashvid_qwen3_vl", f"pretrained={checkpoint('qwen3_vl')},{QWEN_ARGS}",
+    _sweep(out, "flashvid_qwen3_vl", f"pretrained={checkpoint('qwen3_vl')},{QWEN3_ARGS}",
            "--vanilla-frames", "4", "--pairs", "0.5:8")
     runs = _by_run(rowlib.read(out))
     vanilla, flash = runs[("vanilla", 1.0, 4)], runs[("flashvid", 0.5, 8)]
     per_patch = vanilla["visual_tokens_full"] / 2
-    assert vanilla["visual_tokens"] == vanilla["visual_tokens_full"] and per_patch >= 4
+    assert vanilla["visual_tokens"] == vanilla["visual_tokens_full"] and per_patch == 6
     assert flash["visual_tokens_full"] == 4 * per_patch and flash["frames_measured"] == 8
     assert flash["visual_tokens"] < flash["visual_tokens_full"]
     _check_scores(out, list(runs.values()), docs)

@@ -13,7 +13,8 @@ def doc_to_visual(doc):
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     kwargs = lmms_eval_specific_kwargs or {}
     options = "\n".join(f"{letter}. {text}" for letter, text in zip(LETTERS, doc["options"]))
-    return f"{kwargs.get('pre_prompt', '')}{doc['question']}\n{options}{kwargs.get('post_prompt', '')}"
+    pre, post = kwargs.get("pre_prompt", ""), kwargs.get("post_prompt", "")
+    return f"{pre}{doc['question']}\n{options}{post}"
 
 
 def parse_choice(response):
