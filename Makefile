@@ -93,10 +93,10 @@ test-vllm: $(VLLM_STAMP)
 
 # torch stays the one installed (its torchvision is chosen to match; unpinned, pip would pull a
 # newer CUDA torch for the newest torchvision). --no-compile: no .pyc for the ~150 packages at
-# install (half the install's CPU time); Python compiles what the tests import, once. PyPI's torchvision is a CUDA build that does not
-# load beside the CPU torch: the same import
-# fallback as the vLLM environment (tests/integrations/vllm/cpu_torchvision_fix.py); GPU
-# machines with a matching torchvision never use it.
+# install (half the install's CPU time); Python compiles what the tests import, once. PyPI's
+# torchvision is a CUDA build that does not load beside the CPU torch: the same import fallback
+# as the vLLM environment (tests/integrations/vllm/cpu_torchvision_fix.py); GPU machines with a
+# matching torchvision never use it.
 $(EVAL_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_fix.py
 	test -x $(EVAL_PY) || $(PYTHON) -m venv $(EVAL_VENV)
 	$(EVAL_PY) -c "import torch" 2>/dev/null || $(EVAL_PY) -m pip install -q --no-compile $(TORCH_PIN)
