@@ -19,8 +19,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1)
 
 if importlib.util.find_spec("lmms_eval") is None:
     collect_ignore_glob = ["test_lmms_*.py"]
@@ -31,15 +29,23 @@ def workspace(tmp_path_factory):
     """A folder with ``data/`` (the task's clips and questions; run lmms-eval in it) and
     ``models/<family>`` (tiny checkpoints, built on first use by :func:`checkpoint`)."""
     root = tmp_path_factory.mktemp("eval")
-    for name, value in (("HF_HOME", root / "hf"), ("HF_DATASETS_CACHE", root / "hf" / "ds"),
-                        ("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
-                        ("TRANSFORMERS_OFFLINE", "1"), ("WANDB_MODE", "disabled"),
-                        ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ[name] = str(value)
+    names = {"HF_HOME": root / "hf", "HF_DATASETS_CACHE": root / "hf" / "ds",
+             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+             "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(value) for name, value in names.items()})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     import taskdata
 
     taskdata.write(root / "data")
-    return root
+    yield root
+    torch.set_num_threads(threads)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
