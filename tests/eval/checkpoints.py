@@ -7,8 +7,9 @@ configs and a chat template. The grids are small on purpose:
 
 * ``llava_onevision``: SigLIP at 54 px with patch 2 (27 x 27 patches, like 384 px / 14),
   pooled to 14 x 14 = 196 tokens per frame (the real count), Qwen2 language model;
-* ``qwen2_5_vl`` (patch 14) / ``qwen3_vl`` (patch 16): a 2-frame temporal patch of a frame of
-  2 x 3 merge units is 6 tokens.
+* ``qwen2_5_vl`` (patch 14) / ``qwen3_vl``, ``qwen3_5`` (patch 16): a 2-frame temporal patch of
+  a frame of 2 x 3 merge units is 6 tokens. Qwen3.5 (where transformers has it) alternates
+  linear- and full-attention layers.
 
 Every language model has 4 decoder layers, so the inner-LLM stage runs with ``pruning_layer``
 1 to 3.
@@ -19,13 +20,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>", "<image>", "<video>"]
 BYTES = 256
 VOCAB = 320
 LAYERS = 4
-PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
+PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16, "qwen3_5": 16}
 QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
@@ -127,23 +128,32 @@ def _qwen(family: str, out: Path) -> None:
                                                   merge_size=merge, size=size),
             tokenizer=tokenizer(), chat_template=QWEN_TEMPLATE)
     else:
+        import transformers
         from transformers import (
             Qwen2VLImageProcessor,
-            Qwen3VLConfig,
-            Qwen3VLForConditionalGeneration,
             Qwen3VLProcessor,
             Qwen3VLVideoProcessor,
         )
 
-        config = Qwen3VLConfig(
-            vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
-                               out_hidden_size=64, patch_size=patch, temporal_patch_size=temporal,
-                               spatial_merge_size=merge, deepstack_visual_indexes=[0, 1],
-                               num_position_embeddings=64),
-            text_config=_text(head_dim=16, rope_parameters={
-                "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                "mrope_interleaved": True}), **common)
-        model = Qwen3VLForConditionalGeneration(config)
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2,
+                      out_hidden_size=64, patch_size=patch, temporal_patch_size=temporal,
+                      spatial_merge_size=merge, num_position_embeddings=64)
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True}
+        if family == "qwen3_vl":
+            config = transformers.Qwen3VLConfig(
+                vision_config=dict(vision, deepstack_visual_indexes=[0, 1]),
+                text_config=_text(head_dim=16, rope_parameters=dict(
+                    rope, mrope_section=[2, 3, 3])), **common)
+            model = transformers.Qwen3VLForConditionalGeneration(config)
+        else:
+            text = _text(head_dim=16, linear_conv_kernel_dim=4, linear_key_head_dim=8,
+                         linear_value_head_dim=8, linear_num_key_heads=2,
+                         linear_num_value_heads=4,
+                         layer_types=["linear_attention", "full_attention"] * (LAYERS // 2),
+                         rope_parameters=dict(rope, partial_rotary_factor=0.5,
+                                              mrope_section=[2, 1, 1]))
+            config = transformers.Qwen3_5Config(vision_config=vision, text_config=text, **common)
+            model = transformers.Qwen3_5ForConditionalGeneration(config)
         processor = Qwen3VLProcessor(
             image_processor=Qwen2VLImageProcessor(patch_size=patch, temporal_patch_size=temporal,
                                                   merge_size=merge, size=size),

@@ -145,6 +145,23 @@ def test_qwen3_vl_and_llava_onevision_pairs(checkpoint, in_data):
     assert not (out / "samples").exists()
 
 
+def test_qwen3_5_when_flashvid_supports_it(checkpoint, in_data):
+    from lmms_eval.models import list_available_models
+
+    if "flashvid_qwen3_5" not in list_available_models():
+        pytest.skip("flashvid_qwen3_5 is registered only where flashvid.apply supports "
+                    "Qwen3_5ForConditionalGeneration (and lmms-eval has qwen3_5)")
+    out = in_data.parent / "sweep_qwen3_5"
+    _sweep(out, "flashvid_qwen3_5", f"pretrained={checkpoint('qwen3_5')},{QWEN3_ARGS},"
+           "enable_thinking=false", "--frames", "4", "--retention", "0.5", "--limit", "2")
+    runs = _by_run(rowlib.read(out))
+    vanilla, flash = runs[("vanilla", 1.0, 4)], runs[("flashvid", 0.5, 4)]
+    assert vanilla["visual_tokens"] == vanilla["visual_tokens_full"] > 0
+    assert flash["visual_tokens_full"] == vanilla["visual_tokens_full"]
+    assert flash["visual_tokens_input"] < flash["visual_tokens_full"]
+    assert flash["visual_tokens"] < flash["visual_tokens_input"]  # the stage ran at layer 2
+
+
 def test_lmms_eval_command_line(checkpoint, in_data):
     """The plugin through lmms-eval's own CLI (the entry point, --include_path, model_args)."""
     out = in_data.parent / "lmms_cli"
