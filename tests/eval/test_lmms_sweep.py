@@ -8,7 +8,6 @@ parsed and written (recomputed here from the logged answers); the plots are prod
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -162,19 +161,22 @@ def test_qwen3_5_when_flashvid_supports_it(checkpoint, in_data):
     assert flash["visual_tokens"] < flash["visual_tokens_input"]  # the stage ran at layer 2
 
 
-def test_lmms_eval_command_line(checkpoint, in_data):
-    """The plugin through lmms-eval's own CLI (the entry point, --include_path, model_args)."""
+def test_lmms_eval_command_line(checkpoint, in_data, monkeypatch):
+    """The plugin through lmms-eval's own command line (its argument parser, the entry point,
+    --include_path, --model_args), in this process."""
+    from lmms_eval.__main__ import cli_evaluate
+
     out = in_data.parent / "lmms_cli"
     args = (f"pretrained={checkpoint('qwen2_5_vl')},{QWEN_ARGS},retention=0.25,"
             "max_num_frames=4")
-    done = subprocess.run(
-        [sys.executable, "-m", "lmms_eval", "--model", "flashvid_qwen2_5_vl", "--model_args",
-         args, "--tasks", "flashvid_clips_mc", "--include_path", TASK_DIR, "--output_path",
-         str(out), "--verbosity", "INFO"], capture_output=True, text=True, cwd=in_data)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = done.stdout + done.stderr
-    assert "flashvid_qwen2_5_vl: 5 samples, visual tokens per sample" in log
-    results = [json.loads(p.read_text()) for p in out.rglob("*results.json")]
+    monkeypatch.setattr(sys, "argv", [
+        "lmms-eval", "--model", "flashvid_qwen2_5_vl", "--model_args", args, "--tasks",
+        "flashvid_clips_mc", "--include_path", TASK_DIR, "--output_path", str(out),
+        "--limit", "2", "--verbosity", "ERROR"])
+    cli_evaluate()
+    results = [json.loads(p.read_text()) for p in out.rglob("*results*.json")]
     assert results, f"no results file under {out}"
-    scores = results[0]["results"]["flashvid_clips_mc"]
-    assert 0.0 <= scores["mc_accuracy,none"] <= 100.0
+    result = results[0]
+    assert result["config"]["model_args"] == args
+    assert 0.0 <= result["results"]["flashvid_clips_mc"]["mc_accuracy,none"] <= 100.0
+    assert result["n-samples"]["flashvid_clips_mc"]["effective"] == 2
