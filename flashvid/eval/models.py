@@ -161,15 +161,19 @@ class FlashVIDModel:
 
 
 def _workarounds(family: Family, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments that lmms-eval's base class needs to run at all, guarded and minimal.
+    """Arguments that lmms-eval's base class needs to run as asked, guarded and minimal.
 
-    lmms-eval 0.7's llava_hf defaults to ``device_map=""``, which transformers >= 5 refuses
-    ("When passing device_map as a string, the value needs to be a device name"); in a single
-    process (its multi-process path sets its own) the model's device is used instead.
+    * lmms-eval 0.7's llava_hf defaults to ``device_map=""``, which transformers >= 5 refuses
+      ("When passing device_map as a string, the value needs to be a device name"): in a single
+      process (its multi-process path sets its own) the model's device is used instead.
+    * Its Qwen models default to ``device_map="auto"`` and then move every input to CUDA: with
+      ``device=cpu`` and no ``device_map``, the map is ``cpu`` too.
     """
-    if family.base == "llava_hf" and not kwargs.get("device_map") \
-            and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return {**kwargs, "device_map": str(kwargs.get("device", "cuda"))}
+    if kwargs.get("device_map") or int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return kwargs
+    device = str(kwargs.get("device", "cuda"))
+    if family.base == "llava_hf" or device.startswith("cpu"):
+        return {**kwargs, "device_map": device}
     return kwargs
 
 
