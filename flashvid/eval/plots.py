@@ -102,7 +102,8 @@ def _frames(rows: list[dict[str, Any]], path: Path) -> Path:
             for r in group:
                 if r.get("visual_tokens") is not None:
                     ax.annotate(_tokens(r["visual_tokens"]), (r["frames"], r["score"]),
-                                textcoords="offset points", xytext=(4, 4), fontsize=7)
+                                textcoords="offset points", xytext=(4, 4 + 8 * i),
+                                fontsize=7)  # staggered per series: equal scores stay legible
         frames = sorted({r["frames"] for r in mine})
         if len(frames) > 1 and frames[-1] / frames[0] >= 4:
             ax.set_xscale("log", base=2)
