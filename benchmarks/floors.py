@@ -1,11 +1,12 @@
 """Floors: the least time each stage could take on this device, measured in the same run.
 
 * CPU: the batched matrix products a stage cannot avoid, timed on contiguous operands prepared
-  outside the timed region: each frame's Gram (``adts``), each within-segment adjacent pair's
-  similarity (``tstm``), each DPC frame's distance product at its exact size, frames grouped by
-  size (``dpc``: the inner products alone, so stricter than any distance routine; torch.cdist
-  itself is slower than our DPC); one read of the features for ``trees`` (it has no product);
-  the sum of the three products for ``compress``.
+  outside the timed region: each frame's Gram from its distinct blocks (``adts``: a Gram is
+  symmetric), each within-segment adjacent pair's similarity between the tokens TSTM may link
+  (``tstm``: ADTS tokens left out), each DPC frame's distance product at its exact size, frames
+  grouped by size (``dpc``: the inner products alone, so stricter than any distance routine;
+  torch.cdist itself is slower than our DPC); one read of the features for ``trees`` (it has no
+  product); the sum of the three products for ``compress``.
 * GPU: max(bytes / bandwidth, FLOPs / matmul rate), with the copy bandwidth and the matmul rate
   of the input dtype measured on the device (TF32 off for float32).
 """
@@ -27,13 +28,15 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
     frames, n, dim = p.x.shape
     es = p.x.element_size()
     pairs = sum(length - 1 for length in p.seg.lengths)
+    width = int(p.eligible.sum(dim=1).max())  # tokens TSTM may link, per frame
+    gram_pairs = n * n if n < 64 else (n // 2) ** 2 + (n - n // 2) ** 2 + (n // 2) * (n - n // 2)
     dpc_flops = sum(2.0 * c * c * dim for c, k in zip(p.counts, p.clusters) if k)
     candidates = sum(p.counts)
     tokens = frames * n * dim * es
     work = {
         "dyseg": (tokens, float(frames * n * dim)),
-        "adts": (tokens + frames * n * p.a.element_size(), 2.0 * frames * n * n * dim),
-        "tstm": (tokens, 2.0 * pairs * n * n * dim),
+        "adts": (tokens + frames * n * p.a.element_size(), 2.0 * frames * gram_pairs * dim),
+        "tstm": (tokens, 2.0 * pairs * width * width * dim),
         "trees": (tokens + candidates * dim * 4, float(frames * n * dim)),
         "dpc": (candidates * dim * 4, dpc_flops),
     }
@@ -44,13 +47,22 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
 
 
 def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
-    """The unavoidable products of each stage, as callables on prepared operands."""
+    """The unavoidable products of each stage, as callables on prepared contiguous operands:
+    each frame's Gram from its distinct blocks (the two diagonal halves and one off-diagonal
+    block: a Gram is symmetric), each within-segment adjacent pair's similarity between the
+    tokens TSTM may link (ADTS tokens left out), each DPC frame's product at its exact size."""
     wd = work_dtype(p.x.dtype)
     xw = p.x.to(wd)
     xh = xw / xw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(wd).tiny)
+    n = xh.shape[1]
+    half = n // 2
+    top, bottom = xh[:, :half].contiguous(), xh[:, half:].contiguous()
     cur = [t for s, e in spans(p.seg.lengths) for t in range(s + 1, e)]
-    a_pairs = xh[cur].contiguous() if cur else None
-    b_pairs = xh[[t - 1 for t in cur]].contiguous() if cur else None
+    width = int(p.eligible.sum(dim=1).max())
+    order = torch.argsort((~p.eligible).to(torch.int8), dim=1, stable=True)[:, :width]
+    rows = torch.gather(xh, 1, order[:, :, None].expand(-1, -1, xh.shape[2]))
+    a_pairs = rows[cur].contiguous() if cur else None
+    b_pairs = rows[[t - 1 for t in cur]].contiguous() if cur else None
     groups: dict[int, list[torch.Tensor]] = {}
     row = 0
     for c, k in zip(p.counts, p.clusters):
@@ -60,7 +72,10 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     dpc_ops = [torch.stack(v) for v in groups.values()]
 
     def gram():
-        return torch.bmm(xh, xh.transpose(1, 2))
+        if n < 64:
+            return torch.bmm(xh, xh.transpose(1, 2))
+        return (torch.bmm(top, top.transpose(1, 2)), torch.bmm(bottom, bottom.transpose(1, 2)),
+                torch.bmm(top, bottom.transpose(1, 2)))
 
     def pairs():
         return torch.bmm(a_pairs, b_pairs.transpose(1, 2)) if cur else None

@@ -37,6 +37,7 @@ from test_kernels import check_edges, check_select, reference_factors
 
 import flashvid_kernels as K
 from flashvid.backends import FrameStats, get_backend
+from flashvid.workspace import Workspace
 from flashvid_kernels._runtime import BLOCK_D_GPU, gpu_plan, recording
 
 pytestmark = pytest.mark.usefixtures("poison_empty")
@@ -51,7 +52,9 @@ def preset_k(n: int) -> int:
 
 def torch_backend_distances(x, weights, event):
     """(D' [F, N, N] of the torch backend, its column bound t [F, N]) for half input x."""
-    stats = get_backend("torch").frame_stats(x, gram=True)
+    backend = get_backend("torch")
+    with Workspace(x.device, pooled=False) as ws:
+        stats = backend.frame_stats(x, backend.token_norms(x, ws, unit=True), ws, gram=True)
     gram = stats.gram.clone()
     dist = 1.0 - gram
     factor = torch.ones_like(stats.norms)
@@ -69,8 +72,9 @@ def torch_backend_distances(x, weights, event):
 
 
 def torch_backend_picks(x, stats, weights, event, k, exclude, fill):
-    fresh = FrameStats(stats.norms, event, stats.gram.clone())
-    return get_backend("torch").adts_select(x, fresh, weights, k, exclude, fill)
+    fresh = FrameStats(stats.norms, None, event, stats.gram.clone())
+    with Workspace(x.device, pooled=False) as ws:
+        return get_backend("torch").adts_select(x, fresh, weights, k, exclude, fill, ws)
 
 
 def replay(dist, tol, picks, k, exclude, fill):
