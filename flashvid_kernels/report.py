@@ -96,18 +96,20 @@ REG_ALLOC_UNIT, SMEM_RESERVED_PER_CTA = 256, 1024
 
 def compress_launches(w: Workload, dtype: torch.dtype) -> list[Launch]:
     """The kernel launches of the Triton backend for one video of workload w (recorded, not run):
-    token_stats (with the event term for "adts"), adts_select, tstm_edges."""
+    token_stats (the norms, which the input check and every later stage read), token_stats
+    again with the event term for "adts" (its segment means need the segmentation, which needs
+    the first pass), adts_select, tstm_edges."""
     meta = dict(device="meta")
     x = torch.empty(w.frames, w.tokens, w.dim, dtype=dtype, **meta)
     weights = torch.empty(w.frames, w.tokens, **meta)
     eligible = torch.empty(w.frames, w.tokens, dtype=torch.bool, **meta)
     start = torch.empty(w.frames, dtype=torch.bool, **meta)
     with recording(dry_run=True) as launches:
+        norms, _ = token_stats(x)
         if w.selection == "adts":
             norms, event = token_stats(x, torch.empty(w.frames, w.dim, **meta))
             adts_select(x, weights, w.k, False, fill=-1.0, event=event, norms=norms)
         else:
-            norms, _ = token_stats(x)
             adts_select(x, weights, w.k, True, fill=-1.0, norms=norms)
         tstm_edges(x, eligible, start, norms=norms)
     return launches

@@ -61,8 +61,11 @@ def test_report_compiles_without_a_gpu():
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in done.stdout.splitlines()]
+    # token_stats twice: the norms, then the norms with the event term (after DySeg)
     assert sorted(r["kernel"].split(":")[1] for r in rows) == [
-        "_adts_select_kernel", "_token_stats_kernel", "_tstm_edges_kernel"]
+        "_adts_select_kernel", "_token_stats_kernel", "_token_stats_kernel", "_tstm_edges_kernel"]
+    assert sorted(r["meta"]["HAS_MU"] for r in rows if "token_stats" in r["kernel"]) == [
+        False, True]
     for r in rows:
         assert r["ok"] and r["arch"] == 80 and 0 < r["regs"] <= 255
         assert r["stack"] == r["spill_stores"] == r["spill_loads"] == 0
