@@ -13,9 +13,15 @@ project's default mode and its exact-count mode (``backend="torch"`` on the CPU,
 ``--device``'s default backend elsewhere), in one process: the run alternates between them,
 ``--calls`` timed calls each per round, for ``--rounds`` rounds, so that the speed drift of a
 shared machine affects all three alike. The published code mutates its input, so it gets a
-fresh copy before each call (outside the timed region). Reported: the median per provider, the
-published code's time over each mode's, exact-count over default, and the growth from the
-shortest to the longest clip of the same N. ``--memory`` adds the peak memory of one
+fresh copy before each call (outside the timed region). A fourth entry, ``floor``, times the
+matrix products this project cannot avoid on the same clip (``benchmarks.floors``: each frame's
+Gram from its distinct blocks, the adjacent-frame similarities between the tokens TSTM may
+link, each DPC frame's product), interleaved like the others: the published code's time over
+the floor is the most any implementation of the same arithmetic could gain on this machine.
+The matrix-product FLOPs of one call of the published code and of this project are counted at
+the dispatcher (mm, bmm, addmm, baddbmm, cdist's distance product). Reported: the median per provider, the
+published code's time over each mode's and over the floor, exact-count over default, and the
+growth from the shortest to the longest clip of the same N. ``--memory`` adds the peak memory of one
 ``compress`` call at a few frame counts, from the allocator (CUDA) or the process's peak
 resident set (CPU, a fresh process per measurement). Everything goes to ``published.json`` with
 the device, versions and git revision.
@@ -43,6 +49,37 @@ SHAPES = [(32, 196, 3584, "llava_onevision"), (64, 169, 3584, "llava_video"),
           (16, 266, 3584, "qwen2_5_vl"), (160, 196, 3584, "llava_onevision"),
           (16, 1024, 3584, "qwen2_5_vl")]
 PROVIDERS = ("published", "default", "exact")
+TIMED = (*PROVIDERS, "floor")
+
+
+def product_flops(fn: Callable[[], object]) -> float:
+    """FLOPs of the matrix products one call of ``fn`` runs (2·M·N·K per product; cdist's
+    distance product as 2·B·P·R·D), counted as the ops reach the dispatcher."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    total = [0.0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            packet = getattr(func, "overloadpacket", None)
+            if packet in (aten.mm, aten.addmm):
+                a, b = args[-2], args[-1]
+                total[0] += 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+            elif packet in (aten.bmm, aten.baddbmm):
+                a, b = args[-2], args[-1]
+                total[0] += 2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+            elif packet in (aten._cdist_forward, aten._euclidean_dist, aten.cdist):
+                a, b = args[0], args[1]
+                batch = a.numel() // (a.shape[-2] * a.shape[-1])
+                total[0] += 2.0 * batch * a.shape[-2] * b.shape[-2] * a.shape[-1]
+            return func(*args, **kwargs)
+
+    with Count():
+        fn()
+    return total[0]
 
 def load_published(published: Path):
     """The published ``flashvid/utils.py`` and ``configuration_flashvid.py`` from a checkout,
@@ -93,8 +130,20 @@ def providers(shape, device: str, published: Path) -> dict[str, Callable[[], tup
             return time.perf_counter() - t, int(out.tokens.shape[0])
         return call
 
+    from benchmarks.floors import cpu_floor_fns
+    from benchmarks.stages import prepare
+
+    floor_fn = cpu_floor_fns(prepare(x, a, cfg))["compress"]
+
+    def floor_call():
+        sync()
+        t = time.perf_counter()
+        floor_fn()
+        sync()
+        return time.perf_counter() - t, 0
+
     return {"published": published_call, "default": ours(cfg),
-            "exact": ours(cfg.replace(exact_count=True))}
+            "exact": ours(cfg.replace(exact_count=True)), "floor": floor_call}
 
 
 MEMORY = r"""
@@ -156,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         f, n, d, preset = shape
         print(f"{f}x{n}x{d} ({preset}): ", end="", flush=True)
         calls = providers(shape, args.device, published)
-        rows = {p: call()[1] for p, call in calls.items()}  # warm-up
-        times: dict[str, list[float]] = {p: [] for p in PROVIDERS}
+        rows = {p: call()[1] for p, call in calls.items() if p in PROVIDERS}  # warm-up
+        calls["floor"]()
+        flops = {p: product_flops(calls[p]) for p in ("published", "default")}
+        times: dict[str, list[float]] = {p: [] for p in TIMED}
         for _ in range(args.rounds):
             for p, call in calls.items():
                 times[p] += [call()[0] for _ in range(args.calls)]
@@ -168,12 +219,16 @@ def main(argv: list[str] | None = None) -> int:
                "median_ms": med, "times_ms": {p: [t * 1e3 for t in v] for p, v in times.items()},
                "published_over_default": med["published"] / med["default"],
                "published_over_exact": med["published"] / med["exact"],
-               "exact_over_default": med["exact"] / med["default"]}
+               "exact_over_default": med["exact"] / med["default"],
+               "published_over_floor": med["published"] / med["floor"],
+               "product_gflop": {p: v / 1e9 for p, v in flops.items()}}
         results.append(row)
         print(f" published {med['published']:.0f} ms, default {med['default']:.0f} ms "
               f"({row['published_over_default']:.2f}x faster), exact {med['exact']:.0f} ms "
               f"({row['published_over_exact']:.2f}x faster; {row['exact_over_default']:.2f}x "
-              "default)", flush=True)
+              f"default); floor {med['floor']:.0f} ms (published {row['published_over_floor']:.2f}"
+              f"x it); products {flops['published'] / 1e9:.1f} vs {flops['default'] / 1e9:.1f} "
+              "GFLOP", flush=True)
     growth = _growth(results)
     for g in growth:
         print(f"growth {g['from']} -> {g['to']} frames at N={g['tokens']}: "

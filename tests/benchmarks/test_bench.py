@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from benchmarks import FIELDS, PROVIDERS, STAGES
 from flashvid.cli import main
@@ -73,3 +74,18 @@ def test_python_m_benchmarks_entry_point(tmp_path):
                            "compress", "--backends", "torch", "--repeats", "3", "--min-time", "0",
                            "--out", str(tmp_path)], capture_output=True, text=True, check=True)
     assert "compress" in proc.stdout and (tmp_path / "bench.jsonl").exists()
+
+
+def test_product_flops_counts_each_matrix_product_once():
+    """benchmarks.published counts 2·M·N·K per product, for every way torch reaches one."""
+    from benchmarks.published import product_flops
+
+    a, b = torch.randn(3, 40, 16), torch.randn(3, 30, 16)
+    want = 2.0 * 3 * 40 * 30 * 16
+    assert product_flops(lambda: torch.bmm(a, b.transpose(1, 2))) == want
+    assert product_flops(lambda: torch.einsum("bnd,bmd->bnm", a, b)) == want
+    assert product_flops(lambda: torch.cdist(a, b)) == want  # the matrix-product path
+    assert product_flops(lambda: torch.cdist(a[:, :5], b[:, :5])) == 2.0 * 3 * 5 * 5 * 16
+    assert product_flops(lambda: a[0] @ b[0].T) == want / 3
+    assert product_flops(lambda: torch.addmm(torch.zeros(40, 30), a[0], b[0].T)) == want / 3
+    assert product_flops(lambda: (a * 2).sum()) == 0
