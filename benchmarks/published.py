@@ -19,9 +19,10 @@ Gram from its distinct blocks, the adjacent-frame similarities between the token
 link, each DPC frame's product), interleaved like the others: the published code's time over
 the floor is the most any implementation of the same arithmetic could gain on this machine.
 The matrix-product FLOPs of one call of the published code and of this project are counted at
-the dispatcher (mm, bmm, addmm, baddbmm, cdist's distance product). Reported: the median per provider, the
-published code's time over each mode's and over the floor, exact-count over default, and the
-growth from the shortest to the longest clip of the same N. ``--memory`` adds the peak memory of one
+the dispatcher (mm, bmm, addmm, baddbmm, cdist's distance product). Reported: the median per
+provider, the published code's time over each mode's and over the floor, exact-count over
+default, and the growth from the shortest to the longest clip of the same N. ``--memory`` adds
+the peak memory of one
 ``compress`` call at a few frame counts, from the allocator (CUDA) or the process's peak
 resident set (CPU, a fresh process per measurement). Everything goes to ``published.json`` with
 the device, versions and git revision.
