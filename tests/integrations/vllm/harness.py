@@ -179,6 +179,9 @@ SCENARIOS = {
                 "qwen3_vl": {"retention_ratio": 0.1, "temporal_threshold": 0.9}},
     "evs": {},
 }
+for _family in tiny_models.QWEN3_FAMILY[1:]:  # Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE: as Qwen3-VL
+    for _mode in ("flashvid", "keep_all", "chunked"):
+        SCENARIOS[_mode][_family] = dict(SCENARIOS[_mode]["qwen3_vl"])
 EVS_RATE = 0.5
 # prefill chunk (max_num_batched_tokens) of mode "chunked": small enough to cut videos, and
 # for Qwen3-VL no smaller than a whole video's run (vLLM sizes its encoder cache from
@@ -187,6 +190,12 @@ CHUNK = {"qwen2_5_vl": 24, "qwen3_vl": 64}
 
 
 def engine_args(family: str, mode: str) -> dict[str, Any]:
+    if family in tiny_models.DTYPE:
+        return dict(_engine_args(family, mode), dtype=tiny_models.DTYPE[family])
+    return _engine_args(family, mode)
+
+
+def _engine_args(family: str, mode: str) -> dict[str, Any]:
     if mode == "evs":
         return {"video_pruning_rate": EVS_RATE}
     if mode in ("flashvid", "keep_all", "chunked"):

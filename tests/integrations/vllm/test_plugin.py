@@ -22,6 +22,9 @@ import flashvid
 FAMILIES = tiny_models.FAMILIES
 SINGLE = ("A", "M", "C", "R1", "R2")
 each_family = pytest.mark.parametrize("family", FAMILIES)
+# Qwen3-VL-MoE, Qwen3.5 and Qwen3.5-MoE (Qwen3-VL's vision side): counts, positions, keep-all
+every_family = pytest.mark.parametrize("family", tiny_models.ALL_FAMILIES)
+ATOL = {"qwen3_5": 5e-2, "qwen3_5_moe": 5e-2}  # bfloat16 (vLLM's CPU GDN kernels)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -88,7 +91,7 @@ def assert_logprobs_close(a, b, atol=1e-4) -> None:
 
 
 # ---------------------------------------------------------------------- FlashVID off
-@each_family
+@every_family
 def test_off_is_stock(scenario, family):
     off = scenario(family, "off")
     for name in SINGLE:
@@ -112,7 +115,7 @@ def test_evs_still_works_when_flashvid_is_off(scenario, family):
 
 
 # ---------------------------------------------------------------------- counts
-@each_family
+@every_family
 @pytest.mark.parametrize("mode", ["flashvid", "keep_all"])
 def test_prompt_length_is_the_exact_count(scenario, family, mode):
     on, off = scenario(family, mode), scenario(family, "off")
@@ -190,12 +193,15 @@ def test_importance_is_the_last_blocks_attention(scenario, family):
 
 
 # ---------------------------------------------------------------------- positions
-@each_family
+@every_family
 @pytest.mark.parametrize("mode", ["off", "flashvid", "keep_all", "chunked"])
 def test_positions_are_those_of_the_uncompressed_prompt(scenario, family, mode):
     """The M-RoPE positions the LLM receives are the positions of the uncompressed prompt
     (reference.mrope_positions), taken at the tokens that remain (text, markers, timestamps,
     kept rows): a kept row sits at its representative's (t, h, w) and nothing else moves."""
+    if mode == "chunked" and family not in FAMILIES:
+        pytest.skip("engine time: chunked prefill runs on Qwen2.5-VL and Qwen3-VL, whose "
+                    "vision side the other Qwen3-VL-family models share")
     on, off = scenario(family, mode), scenario(family, "off")
     video_token = tiny_models.special_ids()["<|video_pad|>"]
     for name in ("A", "M") if mode == "chunked" else ("A", "M", "R1+R2"):
@@ -243,12 +249,12 @@ def test_qwen3_reference_positions_agree_with_transformers(scenario, checkpoints
 
 
 # ---------------------------------------------------------------------- outputs
-@each_family
+@every_family
 def test_keep_all_gives_stock_output(scenario, family):
     every, off = scenario(family, "keep_all"), scenario(family, "off")
     for name in ("A", "M", "C"):
         (a,), (b,) = outputs_of(every, name), outputs_of(off, name)
-        assert_logprobs_close(a, b)
+        assert_logprobs_close(a, b, atol=ATOL.get(family, 1e-4))
     # the control: another clip of the same size changes the output, so equality means
     # something
     la, lc = (harness.first_logprobs(outputs_of(off, n)[0]) for n in ("A", "C"))

@@ -105,20 +105,10 @@ class Served:
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def served(request, checkpoints_all):
-    engine = Served(request.param, checkpoints_all[request.param])
+def served(request, checkpoints):
+    engine = Served(request.param, checkpoints[request.param])
     yield engine
     engine.close()
-
-
-@pytest.fixture(scope="module")
-def checkpoints_all(tmp_path_factory, checkpoints):
-    root = tmp_path_factory.mktemp("tiny_all")
-    out = dict(checkpoints)
-    for family in FAMILIES:
-        if family not in out:
-            out[family] = tiny_models.build(family, root / family)
-    return out
 
 
 def assert_same(hit_out, hit_probe, ref_out, ref_probe, dtype: str) -> None:
