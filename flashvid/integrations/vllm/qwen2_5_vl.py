@@ -30,8 +30,8 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 from vllm.multimodal.video_prune.evs import compute_mrope_for_media
 
-from . import settings as _settings
 from . import positions as _positions
+from . import settings as _settings
 from .model import FlashVIDModelMixin, config_of
 
 

@@ -38,8 +38,8 @@ from vllm.multimodal.inputs import MultiModalFeatureSpec, MultiModalKwargsItem, 
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.video_prune.evs import compute_retained_tokens_count
 
-from . import settings as _settings
 from . import positions as _positions
+from . import settings as _settings
 from .model import FlashVIDModelMixin, config_of
 
 

@@ -144,9 +144,8 @@ def build(family: str, directory: str | Path) -> Path:
 
 def _save_random_weights(family: str, out: Path, seed: int = 0) -> None:
     import torch
-    from transformers import AutoConfig
-
     import transformers
+    from transformers import AutoConfig
 
     model_cls = getattr(transformers, ARCHITECTURE[family])
     config = AutoConfig.from_pretrained(out)
