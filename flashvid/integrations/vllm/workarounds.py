@@ -34,8 +34,6 @@ import functools
 import logging
 from typing import Any
 
-import torch
-
 logger = logging.getLogger("vllm.flashvid")  # shown by vLLM's log handler
 
 
