@@ -1,4 +1,5 @@
-"""The plugin as vLLM serves it: prefix caching on (vLLM's default), mixed batches, faults.
+"""The plugin as vLLM serves it: prefix caching and the processor cache on (vLLM's defaults),
+mixed batches, faults.
 
 Prefix caching (issue: a cached prefix that covers a video skips its encoder and its position
 step). One engine per Qwen family with prefix caching on and FlashVID on; each case runs a
@@ -61,7 +62,7 @@ class Served:
     def __init__(self, family: str, checkpoint) -> None:
         self.family = family
         self.dtype = tiny_models.DTYPE.get(family, "float32")
-        args = dict(enable_prefix_caching=True, dtype=self.dtype,
+        args = dict(enable_prefix_caching=True, dtype=self.dtype, mm_processor_cache_gb=1,
                     limit_mm_per_prompt={"image": 1, "video": 1},
                     additional_config={"flashvid": {"retention_ratio": RETENTION}})
         if family not in tiny_models.DTYPE:  # hybrid models choose their block size
@@ -192,6 +193,34 @@ def test_mixed_batch_with_prefix_hits(served):
             assert a.outputs[0].token_ids[0] in harness.first_logprobs(b)
 
 
+def test_prefix_caching_on_equals_off(served, checkpoints):
+    """The hits of the cases above against an engine with prefix caching off (vLLM's
+    ``enable_prefix_caching=False``): same tokens, same positions."""
+    short, long_tail = " end", " end of the question, asked with enough words to fill a block" * (
+        served.block // 32)
+    cases = []
+    for where, tail in (("inside", short), ("after", short), ("beyond", long_tail)):
+        frames = 4 if where == "inside" else 8
+        pad, _ = served.pad_for(tail, where, frames)
+        cases.append(video_request(served.family, pad, tail, frames=frames))
+    hits = []
+    for request in cases:
+        served.run([request], fresh=True)
+        hits.append(served.run([request], fresh=False))
+    assert all(out[0].num_cached_tokens > 0 for out, _ in hits)
+    off = harness.Engine(served.family, checkpoints[served.family], enable_prefix_caching=False,
+                         dtype=served.dtype, mm_processor_cache_gb=1,
+                         limit_mm_per_prompt={"image": 1, "video": 1},
+                         additional_config={"flashvid": {"retention_ratio": RETENTION}})
+    try:
+        assert not off.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+        for request, (hit_out, hit_probe) in zip(cases, hits):
+            ref_out = off.generate([copy.deepcopy(request)])[0]
+            assert_same(hit_out[0], hit_probe, ref_out, off.probe.take(), served.dtype)
+    finally:
+        off.close()
+
+
 # ---------------------------------------------------------------------- settings at start
 def _config(checkpoint, **kwargs):
     from vllm.engine.arg_utils import EngineArgs
@@ -285,6 +314,7 @@ def test_a_fault_in_compression_does_not_stop_the_served_engine(checkpoints, tmp
     family = "qwen2_5_vl"
     broken = _nan_vision(checkpoints[family], tmp_path / "nan")
     args = dict(harness.ENGINE_ARGS, enable_prefix_caching=True, gpu_memory_utilization=0.1,
+                mm_processor_cache_gb=1,
                 limit_mm_per_prompt={"image": 1, "video": 1},
                 additional_config={"flashvid": {"retention_ratio": RETENTION}})
     args.pop("distributed_executor_backend")
