@@ -16,6 +16,7 @@ leave the text after a video wrong whenever a prefix-cache hit covers the video.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ from vllm.multimodal.video_prune.evs import compute_mrope_for_media
 from . import positions as _positions
 from . import settings as _settings
 from .model import FlashVIDModelMixin, config_of
+
+
+_DUMMY = threading.local()  # inside vLLM's dummy-input step (this thread)
 
 
 class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
@@ -57,9 +61,18 @@ class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
                                   replacement=video_replacement)
                 if u.modality == "video" else u for u in updates]
 
+    def get_dummy_mm_inputs(self, *args: Any, **kwargs: Any) -> Any:
+        """vLLM's dummy prompts (profiling, warm-up) are bare placeholders: not checked."""
+        _DUMMY.depth = getattr(_DUMMY, "depth", 0) + 1
+        try:
+            return super().get_dummy_mm_inputs(*args, **kwargs)
+        finally:
+            _DUMMY.depth -= 1
+
     def apply(self, *args: Any, **kwargs: Any) -> Any:
         out = super().apply(*args, **kwargs)
-        if config_of(self.info.ctx.get_mm_config()) is not None:
+        if config_of(self.info.ctx.get_mm_config()) is not None and not getattr(
+                _DUMMY, "depth", 0):
             ids = out["prompt_token_ids"]
             video_token = self.info.get_hf_config().video_token_id
             if len(ids) and int(ids[-1]) == video_token:

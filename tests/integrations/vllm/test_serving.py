@@ -336,4 +336,19 @@ def test_a_fault_in_compression_does_not_stop_the_served_engine(checkpoints, tmp
     assert faulty[1].outputs[0].token_ids == before.outputs[0].token_ids
     assert after[0].outputs[0].token_ids == before.outputs[0].token_ids
     logged = capfd.readouterr()
-    assert "FlashVID: compression failed" in logged.out + logged.err
+    text = logged.out + logged.err
+    assert "FlashVID: compression failed" in text
+    assert "Multi-modal warmup failed" not in text
+    engine_core = [ln for ln in text.splitlines() if ln.startswith("(EngineCore")]
+    assert engine_core and not any("FlashVID: on for" in ln for ln in engine_core)  # one line
+
+
+def test_a_prompt_ending_with_a_video_is_refused_for_that_request_only(served):
+    if served.family != "qwen2_5_vl":
+        pytest.skip("a Qwen2.5-VL restriction (Qwen3's video runs end with <|vision_end|>)")
+    request = video_request(served.family, 0, "")
+    request["prompt"] = request["prompt"].removesuffix("<|vision_end|>")
+    with pytest.raises(ValueError, match="must not end with a video"):
+        served.run([request], fresh=True)
+    (out,), _ = served.run([TEXT_REQUEST], fresh=True)  # the engine goes on
+    assert len(out.outputs[0].token_ids) == 3
