@@ -35,7 +35,6 @@ from . import positions as _positions
 from . import settings as _settings
 from .model import FlashVIDModelMixin, config_of
 
-
 _DUMMY = threading.local()  # inside vLLM's dummy-input step (this thread)
 
 
