@@ -140,12 +140,15 @@ class Engine:
         self.llm.llm_engine.reset_encoder_cache()  # every run encodes its videos afresh
         return self.llm.generate(requests, params, use_tqdm=False)
 
-    def close(self) -> None:
+    def close(self, cleanup: bool = True) -> None:
+        """Shut the engine down; ``cleanup=False`` keeps torch.distributed's groups, which
+        another in-process engine that is still open shares."""
         from vllm.distributed import cleanup_dist_env_and_memory
 
         del self.llm
         gc.collect()
-        cleanup_dist_env_and_memory()
+        if cleanup:
+            cleanup_dist_env_and_memory()
 
 
 def first_logprobs(output: Any) -> dict[int, float]:

@@ -193,9 +193,21 @@ def test_mixed_batch_with_prefix_hits(served):
             assert a.outputs[0].token_ids[0] in harness.first_logprobs(b)
 
 
+def test_a_prompt_ending_with_a_video_is_refused_for_that_request_only(served):
+    if served.family != "qwen2_5_vl":
+        pytest.skip("a Qwen2.5-VL restriction (Qwen3's video runs end with <|vision_end|>)")
+    request = video_request(served.family, 0, "")
+    request["prompt"] = request["prompt"].removesuffix("<|vision_end|>")
+    with pytest.raises(ValueError, match="must not end with a video"):
+        served.run([request], fresh=True)
+    (out,), _ = served.run([TEXT_REQUEST], fresh=True)  # the engine goes on
+    assert len(out.outputs[0].token_ids) == 3
+
+
 def test_prefix_caching_on_equals_off(served, checkpoints):
     """The hits of the cases above against an engine with prefix caching off (vLLM's
-    ``enable_prefix_caching=False``): same tokens, same positions."""
+    ``enable_prefix_caching=False``): same tokens, same positions. (The last test of a family's
+    served engine: shutting a second in-process engine down leaves the first unusable.)"""
     short, long_tail = " end", " end of the question, asked with enough words to fill a block" * (
         served.block // 32)
     cases = []
@@ -218,7 +230,7 @@ def test_prefix_caching_on_equals_off(served, checkpoints):
             ref_out = off.generate([copy.deepcopy(request)])[0]
             assert_same(hit_out[0], hit_probe, ref_out, off.probe.take(), served.dtype)
     finally:
-        off.close()
+        off.close(cleanup=False)
 
 
 # ---------------------------------------------------------------------- settings at start
@@ -337,12 +349,8 @@ def test_a_fault_in_compression_does_not_stop_the_served_engine(checkpoints, tmp
             after = llm.generate([TEXT_REQUEST, video_request(family, 0, " end", seed=2)],
                                  params, use_tqdm=False)
         finally:
-            del llm
+            del llm  # in-process: the process groups stay for the served engines
             gc.collect()
-            if not multi_process:
-                from vllm.distributed import cleanup_dist_env_and_memory
-
-                cleanup_dist_env_and_memory()
     assert all(len(o.outputs[0].token_ids) == 3 for o in faulty + after)
     assert faulty[1].outputs[0].token_ids == before.outputs[0].token_ids
     assert after[0].outputs[0].token_ids == before.outputs[0].token_ids
@@ -353,14 +361,3 @@ def test_a_fault_in_compression_does_not_stop_the_served_engine(checkpoints, tmp
     if multi_process:
         engine_core = [ln for ln in text.splitlines() if ln.startswith("(EngineCore")]
         assert engine_core and not any("FlashVID: on for" in ln for ln in engine_core)
-
-
-def test_a_prompt_ending_with_a_video_is_refused_for_that_request_only(served):
-    if served.family != "qwen2_5_vl":
-        pytest.skip("a Qwen2.5-VL restriction (Qwen3's video runs end with <|vision_end|>)")
-    request = video_request(served.family, 0, "")
-    request["prompt"] = request["prompt"].removesuffix("<|vision_end|>")
-    with pytest.raises(ValueError, match="must not end with a video"):
-        served.run([request], fresh=True)
-    (out,), _ = served.run([TEXT_REQUEST], fresh=True)  # the engine goes on
-    assert len(out.outputs[0].token_ids) == 3
