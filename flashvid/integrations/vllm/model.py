@@ -1,17 +1,20 @@
-"""What the FlashVID versions of vLLM's Qwen2.5-VL and Qwen3-VL models share.
+"""What the FlashVID versions of vLLM's Qwen-VL models share (Qwen2.5-VL and the Qwen3-VL
+family), and the fault handling that LLaVA-OneVision's class uses too.
 
-The model classes subclass vLLM's own and change three things, only while FlashVID is on:
+The model classes subclass vLLM's own and change, only while FlashVID is on:
 
 * ``_process_video_input`` runs the vision tower as stock, with a hook on the last vision block
   that keeps q and k; the importance of every merged token follows (:mod:`.scores`).
 * ``_postprocess_video_embeds_evs`` (vLLM's video-pruning hook, called per video once its
   pruning path is on) runs :func:`flashvid.compress_batch` in exact-count mode with the count
-  the processor announced, and hands vLLM each output row with the M-RoPE position of its
-  representative token.
-* nothing else: images, text, the LLM and the KV cache are stock.
+  the processor announced (:func:`robust_compress`: a fault gives a valid selection, never an
+  exception), and hands vLLM each output row with its M-RoPE position relative to the video in
+  exact columns (:mod:`.positions`);
+* with any pruning on (FlashVID or EVS), the two position steps (:mod:`.positions`);
+* at load, one tiny compression on the worker's device (:func:`startup_check`).
 
-With FlashVID off (no ``"flashvid"`` in ``additional_config``) every method is vLLM's own, so
-the model is stock vLLM, EVS and VidCom2 included.
+Images, text, the LLM and the KV cache are stock. With FlashVID off (no ``"flashvid"`` in
+``additional_config``) and no pruning, every method is vLLM's own.
 """
 
 from __future__ import annotations
