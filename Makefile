@@ -8,8 +8,8 @@
 #   make docs-demo    regenerates docs/demo/ (figures, tables, plot) with the committed code
 #   make test-vllm  creates .venv-vllm (vLLM's CPU build, which pins transformers < 5.20, so it is
 #               not .venv), then runs tests/integrations/vllm: the vLLM plugin on tiny random
-#               Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision models (about 6 minutes to install,
-#               6 to test, on 2 cores)
+#               Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE and LLaVA-OneVision
+#               models (about 6 minutes to install, 4 to 6 to test, on 2 cores)
 #   make test-hf-floor  the adapter tests again in .venv-hf-floor, on the oldest transformers
 #               the `hf` extra allows
 #   make test-eval  creates .venv-eval (lmms-eval and its many dependencies, kept out of .venv),

@@ -48,8 +48,6 @@ from vllm.model_executor.models.llava_onevision import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 
-import flashvid as _flashvid
-
 from ...config import FlashVIDConfig
 from ..importance import HALF_DTYPES, attention_column_mean
 from ..llava_onevision import (
@@ -60,7 +58,7 @@ from ..llava_onevision import (
     with_newlines,
 )
 from . import settings as _settings
-from .model import settings_of
+from .model import robust_compress, settings_of, startup_check
 
 logger = logging.getLogger("vllm.flashvid")
 FAMILY = "llava_onevision"
@@ -186,8 +184,8 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
         if on is not None:
             self.flashvid_config, self.flashvid_variant = on
             self._flashvid_attention = self._flashvid_find_attention()
-            logger.info("FlashVID on (LLaVA-OneVision, variant %s): %s", self.flashvid_variant,
-                        settings_of(mm_config))
+            startup_check(self.flashvid_config, next(self.parameters()).device,
+                          vllm_config.model_config.dtype)
 
     def _flashvid_find_attention(self) -> Any:
         """The self-attention of the SigLIP layer whose output is the video feature: vLLM
@@ -220,6 +218,8 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
         frames = [int(v.shape[0]) for v in videos]
         features, importance = self._flashvid_encode(torch.cat(videos))
         per_frame = features.shape[1]
+        if importance is None:  # the scores failed (logged): uniform importance
+            importance = torch.full(features.shape[:2], 1.0 / per_frame, device=features.device)
         counts = [_settings.output_length(self.flashvid_config, f, per_frame) for f in frames]
         xs = list(torch.split(features, frames))
         scores = list(torch.split(importance, frames))
@@ -257,10 +257,22 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
                 pixels, feature_select_strategy=self.config.vision_feature_select_strategy)
         finally:
             handle.remove()
+        features = self._flashvid_pool(self.multi_modal_projector(hidden))
+        try:
+            return features, self._flashvid_importance(captured, features)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a request's fault must not stop the engine
+            logger.error("FlashVID: importance scores failed (%s: %s); these videos are "
+                         "compressed with uniform importance", type(err).__name__, err,
+                         exc_info=True)
+            return features, None
+
+    def _flashvid_importance(self, captured: dict, features: torch.Tensor) -> torch.Tensor:
+        """[S, N] float32 importance, pooled like the features."""
         if captured.get("q") is None or captured.get("k") is None:
             raise RuntimeError("FlashVID's importance hook did not fire on the last SigLIP "
                                "layer (is the vision encoder compiled? FlashVID needs it eager)")
-        features = self._flashvid_pool(self.multi_modal_projector(hidden))
         scores = self._flashvid_scores(captured["q"], captured["k"], features.dtype)
         if self.config.vision_feature_select_strategy == "default":
             scores = scores[:, 1:]  # the features dropped the first position too
@@ -270,7 +282,7 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
         if importance.shape != features.shape[:2]:
             raise RuntimeError(f"importance {tuple(importance.shape)} does not match the pooled "
                                f"features {tuple(features.shape[:2])}")
-        return features, importance
+        return importance
 
     def _flashvid_scores(self, q: torch.Tensor, k: torch.Tensor,
                          dtype: torch.dtype) -> torch.Tensor:
@@ -297,6 +309,4 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
                            counts: list[int]) -> list[Any]:
         """FlashVID in exact-count mode on each video [F, N, D]; one CompressedVideo each with
         exactly ``counts[i]`` rows (``tokens`` [K, D], ``indices`` [K] ascending t*N + n)."""
-        results = _flashvid.compress_batch(videos, scores, self.flashvid_config,
-                                           num_tokens=counts)
-        return list(results)
+        return robust_compress(videos, scores, self.flashvid_config, counts)

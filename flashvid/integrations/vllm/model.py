@@ -1,24 +1,27 @@
-"""What the FlashVID versions of vLLM's Qwen2.5-VL and Qwen3-VL models share.
+"""What the FlashVID versions of vLLM's Qwen-VL models share (Qwen2.5-VL and the Qwen3-VL
+family), and the fault handling that LLaVA-OneVision's class uses too.
 
-The model classes subclass vLLM's own and change three things, only while FlashVID is on:
+The model classes subclass vLLM's own and change, only while FlashVID is on:
 
 * ``_process_video_input`` runs the vision tower as stock, with a hook on the last vision block
   that keeps q and k; the importance of every merged token follows (:mod:`.scores`).
 * ``_postprocess_video_embeds_evs`` (vLLM's video-pruning hook, called per video once its
   pruning path is on) runs :func:`flashvid.compress_batch` in exact-count mode with the count
-  the processor announced, and hands vLLM each output row with the M-RoPE position of its
-  representative token.
-* nothing else: images, text, the LLM and the KV cache are stock.
+  the processor announced (:func:`robust_compress`: a fault gives a valid selection, never an
+  exception), and hands vLLM each output row with its M-RoPE position relative to the video in
+  exact columns (:mod:`.positions`);
+* with any pruning on (FlashVID or EVS), the two position steps (:mod:`.positions`);
+* at load, one tiny compression on the worker's device (:func:`startup_check`).
 
-With FlashVID off (no ``"flashvid"`` in ``additional_config``) every method is vLLM's own, so
-the model is stock vLLM, EVS and VidCom2 included.
+Images, text, the LLM and the KV cache are stock. With FlashVID off (no ``"flashvid"`` in
+``additional_config``) and no pruning, every method is vLLM's own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +29,7 @@ import torch
 import flashvid as _flashvid
 
 from ...config import FlashVIDConfig
+from . import positions as _positions
 from . import settings as _settings
 from .scores import capture_last_block, video_scores
 
@@ -46,41 +50,82 @@ def config_of(multimodal_config: Any) -> FlashVIDConfig | None:
     return None if stored is None else _settings.to_config(stored)
 
 
-EXACT_ATTR = "_flashvid_positions"
+@dataclass
+class FallbackVideo:
+    """What a video gets when FlashVID fails inside a request (see :func:`robust_compress`):
+    ``tokens`` [K, D] at ``indices`` [K] (ascending t*N + n), evenly spaced over the video."""
+
+    tokens: torch.Tensor
+    indices: torch.Tensor
 
 
-def _prompt_key(ids: Sequence[int]) -> tuple[int, int]:
-    """(length, 64-bit hash) of a prompt: what the span memory is keyed by (not the prompt
-    itself, which would keep every remembered prompt's tokens alive)."""
-    return len(ids), hash(tuple(ids))
+def fallback_selection(video: torch.Tensor, count: int) -> FallbackVideo:
+    """``count`` rows of ``video`` [T, N, D], evenly spaced over its T*N tokens (deterministic,
+    ascending), non-finite values set to 0."""
+    flat = video.reshape(-1, video.shape[-1])
+    total = flat.shape[0]
+    count = max(0, min(int(count), total))
+    indices = torch.arange(count, device=flat.device) * total // max(count, 1)
+    tokens = torch.nan_to_num(flat[indices], nan=0.0, posinf=0.0, neginf=0.0)
+    return FallbackVideo(tokens, indices)
 
 
-def attach_positions(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Keep the exact int64 positions [n, 3] of a hook output ``rows`` [n, D + c] with it.
+def robust_compress(videos: list[torch.Tensor], scores: list[torch.Tensor],
+                    config: FlashVIDConfig, counts: list[int]) -> list[Any]:
+    """``flashvid.compress_batch`` in exact-count mode with ``counts[i]`` rows per video.
 
-    vLLM's pruning path carries positions as extra columns in the embedding dtype, where
-    bfloat16 rounds integers above 256 (long Qwen3-VL videos reach that). The runner hands
-    ``recompute_mrope_positions`` row slices (views) of the tensor the hook returned, so the
-    exact positions are found again through the view's base (:func:`exact_positions`).
-    """
-    setattr(rows, EXACT_ATTR, positions.to(device=rows.device, dtype=torch.long).T.contiguous())
-    return rows
+    A fault inside a request must not stop the engine: vLLM 0.32 has no way for a model to
+    fail one request (an exception in the model's forward kills the engine core, and every
+    request with it). So when compression raises (non-finite features, a bug), the error is
+    logged and the videos of this call keep an evenly spaced selection of the announced count
+    (:func:`fallback_selection`), which keeps the prompt, the positions and the engine
+    consistent. Out-of-memory errors are not caught (the engine cannot go on after them)."""
+    try:
+        results = list(_flashvid.compress_batch(videos, scores, config, num_tokens=counts))
+        for i, (result, count) in enumerate(zip(results, counts)):
+            if result.tokens.shape[0] != count:
+                raise RuntimeError(f"FlashVID returned {result.tokens.shape[0]} rows for video "
+                                   f"{i}, the prompt holds {count} placeholders")
+        return results
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - see the docstring: the engine must survive
+        logger.error("FlashVID: compression failed for %d video(s) of shapes %s (%s: %s); they "
+                     "keep an evenly spaced selection of the announced %s tokens instead, and "
+                     "the engine goes on serving", len(videos),
+                     [tuple(v.shape) for v in videos], type(err).__name__, err, counts,
+                     exc_info=True)
+        return [fallback_selection(v, k) for v, k in zip(videos, counts)]
 
 
-def exact_positions(item: torch.Tensor) -> torch.Tensor | None:
-    """[3, n] int64 positions of a (slice of a) hook output, or None if it has none."""
-    base = item if item._base is None else item._base
-    exact = getattr(base, EXACT_ATTR, None)
-    if exact is None or base.dim() != 2 or item.dim() != 2:
-        return None
-    first = (item.storage_offset() - base.storage_offset()) // base.stride(0)
-    return exact[:, first:first + item.shape[0]]
+def startup_check(config: FlashVIDConfig, device: Any, dtype: torch.dtype) -> None:
+    """Compress a tiny random video with ``config`` on ``device`` in ``dtype`` (what every
+    request will do), so that settings that cannot run there (``backend="triton"`` without
+    CUDA, ...) stop the engine at start, not at the first video request."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, generator=generator).to(device=device, dtype=dtype)
+    s = torch.rand(2, 4, generator=generator).to(device=device)
+    count = _settings.output_length(config, 2, 4)
+    try:
+        result = _flashvid.compress_batch([x], [s], config, num_tokens=[count])[0]
+    except Exception as err:
+        raise ValueError(f"additional_config['flashvid'] cannot run on this engine's device "
+                         f"({device}, {dtype}): {type(err).__name__}: {err}") from err
+    if result.tokens.shape[0] != count:
+        raise RuntimeError(f"FlashVID start-up check: {result.tokens.shape[0]} rows, expected "
+                           f"{count}")
 
 
 class FlashVIDModelMixin:
-    """Mixed into a vLLM Qwen-VL model class, before it in the bases."""
+    """Mixed into a vLLM Qwen-VL model class, before it in the bases.
+
+    A family class provides ``_flashvid_media_span(feature, offset, length)`` (a
+    :class:`.positions.Span` per media item of a prompt) and ``STOCK_COLUMNS`` (the position
+    columns vLLM's own pruning path appends to image and EVS rows: 4 or 5).
+    """
 
     flashvid_config: FlashVIDConfig | None = None
+    STOCK_COLUMNS = 4
 
     def _flashvid_setup(self, vllm_config: Any) -> None:
         mm_config = vllm_config.model_config.multimodal_config
@@ -93,9 +138,9 @@ class FlashVIDModelMixin:
                 "run where the engine configuration was made; make sure the `flashvid` vLLM "
                 "plugin is loaded there (it is, unless VLLM_PLUGINS excludes it)")
         self._flashvid_scores: list[torch.Tensor] | None = None
-        self._flashvid_spans: OrderedDict[tuple[int, int], list[tuple[int, int]]] = OrderedDict()
         if self.flashvid_config is not None:
-            logger.info("FlashVID on: %s", settings_of(mm_config))
+            device = next(self.parameters()).device
+            startup_check(self.flashvid_config, device, vllm_config.model_config.dtype)
 
     # ------------------------------------------------------------------ encoding
     def _flashvid_window_index(self) -> Any:
@@ -116,10 +161,17 @@ class FlashVIDModelMixin:
             from vllm.distributed import tensor_model_parallel_all_reduce as all_reduce
         with capture_last_block(self.visual) as captured:
             out = run(video_input)
-        self._flashvid_scores = video_scores(
-            captured, grids, merge=int(self.visual.spatial_merge_size),
-            scale=getattr(attention.attn, "scale", None), total_heads=local_heads * tp,
-            window_index=self._flashvid_window_index(), all_reduce=all_reduce)
+        try:
+            self._flashvid_scores = video_scores(
+                captured, grids, merge=int(self.visual.spatial_merge_size),
+                scale=getattr(attention.attn, "scale", None), total_heads=local_heads * tp,
+                window_index=self._flashvid_window_index(), all_reduce=all_reduce)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a request's fault must not stop the engine
+            logger.error("FlashVID: importance scores failed (%s: %s); these videos are "
+                         "compressed with uniform importance", type(err).__name__, err,
+                         exc_info=True)
         return out
 
     def _flashvid_take_scores(self, videos: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -144,15 +196,10 @@ class FlashVIDModelMixin:
 
     def _flashvid_compress(self, videos: list[torch.Tensor], scores: list[torch.Tensor],
                            counts: list[int]) -> list[Any]:
-        """FlashVID in exact-count mode on each video [t, n, D]; one CompressedVideo each with
-        exactly ``counts[i]`` rows (``tokens`` [K, D], ``indices`` [K] ascending t*n + j)."""
-        results = _flashvid.compress_batch(videos, scores, self.flashvid_config,
-                                                  num_tokens=counts)
-        for i, (result, count) in enumerate(zip(results, counts)):
-            if result.tokens.shape[0] != count:
-                raise RuntimeError(f"FlashVID returned {result.tokens.shape[0]} rows for video "
-                                   f"{i}, the prompt holds {count} placeholders")
-        return list(results)
+        """FlashVID in exact-count mode on each video [t, n, D]; one result each with exactly
+        ``counts[i]`` rows (``tokens`` [K, D], ``indices`` [K] ascending t*n + j); a fault
+        gives the fallback selection (:func:`robust_compress`)."""
+        return robust_compress(videos, scores, self.flashvid_config, counts)
 
     def _flashvid_videos(self, embeds: Sequence[torch.Tensor], grids: Sequence[Sequence[int]],
                          dim: int | None = None) -> list[torch.Tensor]:
@@ -165,91 +212,51 @@ class FlashVIDModelMixin:
         return out
 
     # ------------------------------------------------------------------ positions
-    SPAN_MEMORY = 4096  # prompts whose media spans are remembered (the most recent ones)
-    # Each entry is a few ints per media item; the runner computes a request's prompt positions
-    # (which records its spans) right before the first recompute for it, in the same process.
+    def _flashvid_image_span(self, feature: Any) -> _positions.Span:
+        """An image (not pruned): one (1, h, w) grid; the text after it moves on by max(h, w)
+        (the stock rule, as without pruning)."""
+        t, h, w = (int(v) for v in feature.data["image_grid_thw"].data)
+        merge = int(self.config.vision_config.spatial_merge_size)
+        rows, cols = h // merge, w // merge
+        grid = torch.stack(torch.meshgrid(torch.zeros(1, dtype=torch.long), torch.arange(rows),
+                                          torch.arange(cols), indexing="ij")).reshape(3, -1)
+        return _positions.Span(int(feature.mm_position.offset), int(feature.mm_position.length),
+                               max(rows, cols), grid)
 
     def _flashvid_prompt_positions(self, input_tokens: Sequence[int],
                                    mm_features: Any) -> tuple[torch.Tensor, int]:
-        """The prompt's positions before any media is encoded, with pruning on: 0, 1, 2, ...
-        (delta 0), one per prompt token; records the media spans.
+        """The prompt's final positions with pruning on (FlashVID or vLLM's EVS), computed
+        from the request alone (:func:`.positions.prompt_positions`): text and images final;
+        each pruned video's rows marked (written by :meth:`_flashvid_recompute_positions` in
+        the step that computes them) and the text after it at the position it has in the
+        uncompressed prompt. So a prefix-cache hit that skips the video (and its encoder) still
+        gives every later token its right position."""
+        spans = []
+        for feature in mm_features:
+            if feature.modality == "image":
+                spans.append(self._flashvid_image_span(feature))
+            elif feature.modality == "video":
+                spans.append(self._flashvid_video_span(feature))
+            else:
+                raise ValueError(f"FlashVID positions: unsupported modality {feature.modality!r}")
+        return _positions.prompt_positions(len(input_tokens), spans)
 
-        Only the text before the first media span keeps these values: the positions of every
-        span, and of the text after it, come from the encoded media, in
-        :meth:`_flashvid_recompute_positions` (vLLM's runner calls it before the LLM sees any
-        token of the span). vLLM 0.32's versions assume unpruned media lengths and give
-        positions that do not fit a prompt with several pruned videos (Qwen2.5-VL) or with a
-        video shorter than one frame (Qwen3-VL).
-        """
-        self._flashvid_remember_spans(input_tokens, mm_features)
-        count = len(input_tokens)
-        return torch.arange(count).view(1, -1).expand(3, -1).clone(), 0
-
-    def _flashvid_remember_spans(self, input_tokens: Sequence[int], mm_features: Any) -> None:
-        """Keep the prompt's media spans (offset, length), sorted, for
-        :meth:`_flashvid_recompute_positions` (called by vLLM's runner with the prompt only)."""
-        if any(getattr(f, "identifier", None) == "DUMMY" for f in mm_features):
-            return  # vLLM's own helper call on a synthetic prompt
-        spans = sorted((int(f.mm_position.offset), int(f.mm_position.length))
-                       for f in mm_features)
-        key = _prompt_key(input_tokens)
-        self._flashvid_spans[key] = spans
-        self._flashvid_spans.move_to_end(key)
-        while len(self._flashvid_spans) > self.SPAN_MEMORY:
-            self._flashvid_spans.popitem(last=False)
+    def _flashvid_split(self, rows: torch.Tensor,
+                        pruned: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embeddings, relative positions [3, n] of a pruned item's rows, or None)."""
+        if pruned and self.flashvid_config is not None:  # FlashVID's rows: exact digits
+            return rows[:, :-_positions.COLUMNS], _positions.decode(rows[:, -_positions.COLUMNS:])
+        c = self.STOCK_COLUMNS  # vLLM's columns (images; EVS videos)
+        rel = rows[:, -c:-c + 3].T.long() if pruned else None
+        return rows[:, :-c], rel
 
     def _flashvid_recompute_positions(self, input_ids: Any, multimodal_embeddings: Any,
-                                      mrope_positions: torch.Tensor, num_computed_tokens: int,
-                                      channels: int) -> tuple[list, torch.Tensor, int] | None:
-        """vLLM's ``recompute_mrope_positions`` for pruned media, placed by span.
-
-        vLLM 0.32's version (``evs.recompute_mrope_positions``) finds each media item by
-        searching ``<|vision_start|>`` tokens from ``num_computed_tokens``, which it advances by
-        the item's length instead of to the item's end: from the second media of a prompt on,
-        rows and positions land on the first one (EVS too), and Qwen3-VL's outer marker throws
-        it off (bug 2). Here each item is placed at its prompt span (recorded by
-        ``get_mrope_input_positions``): the first item of the step continues the span that
-        contains ``num_computed_tokens`` (chunked prefill) or starts the next one; the others
-        start theirs. Positions inside a span are the item's own (relative to the span) plus
-        the position after the token before the span; once a span is complete, the text after
-        it restarts after the span's advance (Qwen2.5-VL: the 4th column; Qwen3-VL: the largest
-        position in the span + 1), as vLLM does.
-
-        Returns None when the prompt's spans are unknown (then vLLM's own version runs).
-        """
-        if not multimodal_embeddings:  # decoding steps: nothing to place (no prompt lookup)
-            return [], mrope_positions, int(mrope_positions.max()) + 1 - len(input_ids)
-        ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
-        spans = self._flashvid_spans.get(_prompt_key(ids))
-        if spans is None:
-            return None
-        positions = mrope_positions.clone()
-        embeds = [m[:, :-channels] for m in multimodal_embeddings]
-        device = positions.device
-        pending = [i for i, (off, length) in enumerate(spans) if off + length > num_computed_tokens]
-        if len(pending) < len(multimodal_embeddings):
-            return None
-        first = pending[0]
-        media = torch.zeros(len(ids), dtype=torch.bool)
-        for off, length in spans:
-            media[off:off + length] = True
-        media = media.to(device)
-        for i, item in enumerate(multimodal_embeddings):
-            off, length = spans[first + i]
-            start = max(num_computed_tokens, off) if i == 0 else off
-            rel = exact_positions(item)
-            if rel is None:  # media the plugin did not produce (images): vLLM's columns
-                rel = item[:, -channels:-channels + 3].permute(1, 0).long()
-            rel = rel.to(device)  # [3, n]
-            base = positions[-1, off - 1] + 1 if off > 0 else 0
-            positions[:, start:start + rel.shape[1]] = rel + base
-            if start - off + rel.shape[1] < length:
-                continue  # the span goes on in the next step
-            end = off + length
-            if channels == 4:
-                after = base + item[0, -1].long().to(device)
-            else:
-                after = positions[:, off:end].max() + 1
-            text = torch.cumsum((~media[end:]).long(), dim=0)
-            positions[:, end:] = text + after - 1
-        return embeds, positions, int(positions.max()) + 1 - len(ids)
+                                      mrope_positions: torch.Tensor,
+                                      num_computed_tokens: int) -> tuple[list, torch.Tensor, int]:
+        """vLLM's ``recompute_mrope_positions`` over the positions of
+        :meth:`_flashvid_prompt_positions`: each pruned item's rows of this step go to their
+        marked placeholder rows (:func:`.positions.recompute`); nothing else moves."""
+        image_token = int(self.config.image_token_id)
+        return _positions.recompute(input_ids, list(multimodal_embeddings), mrope_positions,
+                                    num_computed_tokens, split=self._flashvid_split,
+                                    unpruned_token_ids=[image_token])

@@ -1,27 +1,22 @@
 """FlashVID version of vLLM's ``Qwen2_5_VLForConditionalGeneration`` (registered in its place).
 
 Processor: each video's placeholder run is ``output_length(t, h*w/4)`` ``<|video_pad|>`` tokens.
-Model: exact-count FlashVID per video; row i carries four extra columns, which vLLM's pruning
-path strips (``recompute_mrope_positions``): its representative's M-RoPE position
-(t·tokens_per_second·second_per_grid, h, w) and the position advance of the whole video
-(largest position of the uncompressed grid + 1), so that the text after the video keeps the
-positions it has without compression. (vLLM's EVS puts the merged grid width there, which
-moves the following text to other positions than the uncompressed prompt's.)
+Model: exact-count FlashVID per video; row i carries, in :data:`.positions.COLUMNS` extra
+columns (base-256 digits, exact in any dtype), the M-RoPE position of its representative token
+(t·tokens_per_second·second_per_grid, h, w) relative to the video's start.
 
-With any pruning on (FlashVID or vLLM's EVS), two of vLLM 0.32's position steps are replaced
-(workarounds for bugs that break prompts with several videos, EVS included; see
-:mod:`.workarounds`):
-
-* ``get_mrope_input_positions`` (positions from the prompt, before the encoder runs): vLLM's
-  assumes t·h·w tokens per video and fails on prompts with several pruned videos (``all
-  elements of broadcast shape must be non-negative``); see
-  ``FlashVIDModelMixin._flashvid_prompt_positions``;
-* ``recompute_mrope_positions`` places each video's rows at its own span
-  (``FlashVIDModelMixin._flashvid_recompute_positions``).
+With any pruning on (FlashVID or vLLM's EVS) the two position steps are the plugin's
+(:mod:`.positions`): ``get_mrope_input_positions`` gives the final positions of all text and
+images, and of the text after each video (the uncompressed video's extent: as without
+compression), with the video rows marked; ``recompute_mrope_positions`` writes the rows of each
+video that a step computes. vLLM 0.32's own versions assume unpruned media lengths (several
+pruned videos in one prompt fail: ``all elements of broadcast shape must be non-negative``) and
+leave the text after a video wrong whenever a prefix-cache hit covers the video.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,8 +31,11 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement
 from vllm.multimodal.video_prune.evs import compute_mrope_for_media
 
+from . import positions as _positions
 from . import settings as _settings
-from .model import FlashVIDModelMixin, attach_positions, config_of
+from .model import FlashVIDModelMixin, config_of
+
+_DUMMY = threading.local()  # inside vLLM's dummy-input step (this thread)
 
 
 class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
@@ -62,6 +60,27 @@ class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
                                   replacement=video_replacement)
                 if u.modality == "video" else u for u in updates]
 
+    def get_dummy_mm_inputs(self, *args: Any, **kwargs: Any) -> Any:
+        """vLLM's dummy prompts (profiling, warm-up) are bare placeholders: not checked."""
+        _DUMMY.depth = getattr(_DUMMY, "depth", 0) + 1
+        try:
+            return super().get_dummy_mm_inputs(*args, **kwargs)
+        finally:
+            _DUMMY.depth -= 1
+
+    def apply(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().apply(*args, **kwargs)
+        if config_of(self.info.ctx.get_mm_config()) is not None and not getattr(
+                _DUMMY, "depth", 0):
+            ids = out["prompt_token_ids"]
+            video_token = self.info.get_hf_config().video_token_id
+            if len(ids) and int(ids[-1]) == video_token:
+                # the position after a compressed video is known only from its grid, which the
+                # last prompt token's row no longer tells (see .positions.delta_of)
+                raise ValueError("FlashVID: a prompt must not end with a video's placeholders; "
+                                 "put text after it (the chat template's <|vision_end|> does)")
+        return out
+
 
 @MULTIMODAL_REGISTRY.register_processor(FlashVIDQwen2_5_VLMultiModalProcessor,
                                         info=Qwen2_5_VLProcessingInfo,
@@ -69,6 +88,8 @@ class FlashVIDQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
 class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
                                                  Qwen2_5_VLForConditionalGeneration):
     """Stock Qwen2.5-VL, plus FlashVID on the video path when ``additional_config`` asks."""
+
+    STOCK_COLUMNS = 4  # vLLM's pruning columns: (t, h, w, merged grid width)
 
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -82,14 +103,13 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
 
     def _postprocess_video_embeds_evs(self, video_embeds_split: tuple[torch.Tensor, ...],
                                       video_input: Any) -> tuple[torch.Tensor, ...]:
-        """Per video [K, D + 4]: FlashVID's rows, then (t, h, w, merged width) positions."""
+        """Per video [K, D + COLUMNS]: FlashVID's rows, then their (t, h, w) positions."""
         if self.flashvid_config is None:
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
         grids = video_input["video_grid_thw"].tolist()
         seconds = video_input.get("second_per_grid_ts")
-        if seconds is None:
-            raise ValueError("second_per_grid_ts is required with FlashVID (as with vLLM's "
-                             "video pruning): it sets the temporal M-RoPE positions")
+        if seconds is None:  # the processor always sends it for videos
+            seconds = torch.ones(len(grids))
         seconds = seconds.long()  # as vLLM's own pruning path (and transformers) do
         merge = int(self.visual.spatial_merge_size)
         per_second = self.config.vision_config.tokens_per_second
@@ -100,12 +120,22 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
         for emb, result, size, second in zip(video_embeds_split, results, grids, seconds):
             positions = compute_mrope_for_media(size, merge, tokens_per_second=per_second,
                                                 video_second_per_grid=second.item())  # [T*N, 4]
-            kept = positions[result.indices.cpu()]
-            kept[:, 3] = positions[:, :3].max() + 1  # advance of the uncompressed video
-            rows = torch.cat([result.tokens.to(emb.dtype),
-                              kept.to(device=emb.device, dtype=emb.dtype)], dim=1)
-            out.append(attach_positions(rows, kept[:, :3]))
+            kept = positions[result.indices.cpu(), :3]
+            out.append(torch.cat([result.tokens.to(emb.dtype),
+                                  _positions.encode(kept, emb.dtype, emb.device)], dim=1))
         return tuple(out)
+
+    def _flashvid_video_span(self, feature: Any) -> _positions.Span:
+        """A pruned video: rows marked; the text after it moves on by the uncompressed
+        video's extent (largest of its (t, h, w) positions + 1)."""
+        size = [int(v) for v in feature.data["video_grid_thw"].data]
+        second = feature.data.get("second_per_grid_ts") if feature.data is not None else None
+        second = 1 if second is None else int(torch.as_tensor(second.data).long())
+        positions = compute_mrope_for_media(size, int(self.visual.spatial_merge_size),
+                                            tokens_per_second=self.config.vision_config
+                                            .tokens_per_second, video_second_per_grid=second)
+        return _positions.Span(int(feature.mm_position.offset), int(feature.mm_position.length),
+                               int(positions[:, :3].max()) + 1)
 
     def get_mrope_input_positions(self, input_tokens: list[int],
                                   mm_features: list[Any]) -> tuple[torch.Tensor, int]:
@@ -116,11 +146,7 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
     def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
                                   mrope_positions: torch.Tensor,
                                   num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
-        """Rows and positions of pruned media placed by prompt span (see
-        ``FlashVIDModelMixin._flashvid_recompute_positions``)."""
-        placed = self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
-                                                    mrope_positions, num_computed_tokens, 4)
-        if placed is not None:
-            return placed
-        return super().recompute_mrope_positions(input_ids, multimodal_embeddings,
-                                                 mrope_positions, num_computed_tokens)
+        """Rows of pruned media written at their marked placeholders
+        (``FlashVIDModelMixin._flashvid_recompute_positions``)."""
+        return self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
+                                                  mrope_positions, num_computed_tokens)

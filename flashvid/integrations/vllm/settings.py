@@ -21,7 +21,8 @@ UNSUPPORTED = {
     "exact_count": "the plugin always runs exact-count mode (the prompt's placeholder count is "
                    "fixed before the vision encoder runs)",
 }
-PRESETS = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_video")
+PRESETS = ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "llava_onevision",
+           "llava_video")
 
 
 def allowed_fields() -> list[str]:
@@ -71,6 +72,21 @@ def to_config(settings: Mapping[str, Any]) -> FlashVIDConfig:
         return FlashVIDConfig.preset(preset, exact_count=True, **fields)
     except (TypeError, ValueError) as err:
         raise type(err)(f"additional_config['{KEY}']: {err}") from None
+
+
+def lookalike_keys(additional: Mapping[str, Any]) -> list[str]:
+    """Keys of ``additional_config`` that look like ``"flashvid"`` under another spelling
+    ("FlashVID", "flash_vid", "flashvidd", "flashvid_settings", ...)."""
+    import difflib
+
+    found = []
+    for key in additional:
+        if not isinstance(key, str) or key == KEY:
+            continue
+        plain = "".join(ch for ch in key.lower() if ch.isalnum())
+        if plain.startswith(KEY) or difflib.SequenceMatcher(None, plain, KEY).ratio() >= 0.8:
+            found.append(key)
+    return found
 
 
 def output_length(config: FlashVIDConfig, frames: int, tokens_per_frame: int) -> int:

@@ -12,17 +12,20 @@ Each one can be deleted with its call site once vLLM fixes the bug.
    ``<|vision_start|> ... <|vision_end|>`` around the per-frame runs, and
    ``evs.recompute_mrope_positions`` takes that outer marker for the start of the video (``The
    expanded size of the tensor (0) must match the existing size``).
-   The plugin's span-based placement (3.) does not search for markers at all;
-   :func:`hide_outer_vision_starts` is kept for vLLM's own version, which still runs for a
-   prompt whose spans were not recorded.
 3. Several pruned media in one prompt: ``evs.recompute_mrope_positions`` advances its search by
    each item's length instead of to its end, so the second and later items land on the first;
    Qwen2.5-VL's ``get_mrope_input_positions`` assumes t·h·w tokens per video and fails
    (``all elements of broadcast shape must be non-negative``), and Qwen3-VL's gives a video
-   shorter than one frame a whole frame of positions. ``FlashVIDModelMixin`` replaces both steps
-   for the plugin's classes while pruning is on (``_flashvid_prompt_positions``,
-   ``_flashvid_recompute_positions``): each media item is placed at its recorded prompt span.
-   Checked against positions of the uncompressed prompt in ``tests/integrations/vllm``.
+   shorter than one frame a whole frame of positions.
+4. Prefix caching with pruning: a cached prefix that covers a pruned video skips its
+   ``recompute_mrope_positions`` call, and the text after the video (and every decoding step)
+   keeps positions that assume the unpruned length.
+
+   2, 3 and 4: the plugin's classes replace both position steps while pruning is on
+   (:mod:`.positions`: final positions for everything but the pruned rows when the request is
+   added, the rows written from the item's own rows; no token search). Checked against the
+   positions of the uncompressed prompt, and with prefix caching on against off, in
+   ``tests/integrations/vllm``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ from __future__ import annotations
 import functools
 import logging
 from typing import Any
-
-import torch
 
 logger = logging.getLogger("vllm.flashvid")  # shown by vLLM's log handler
 
@@ -72,23 +73,3 @@ def patch_cpu_runner() -> bool:
     runner_cls.load_model = patched
     return True
 
-
-def hide_outer_vision_starts(input_ids: Any, hf_config: Any) -> Any:
-    """Bug 2. ``input_ids`` with every ``<|vision_start|>`` that does not open a media run
-    (the next token is neither an image/video pad nor ``<|vision_end|>``) replaced by -1.
-
-    Qwen3-VL's own runs are ``<|vision_start|>`` + pads + ``<|vision_end|>`` (a pruned frame
-    has no pads); the outer marker of transformers >= 5.10 processors is followed by the first
-    timestamp's text. Returns ``input_ids`` itself (same object) when there is none.
-    """
-    ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.as_tensor(input_ids)
-    start = ids[:-1] == hf_config.vision_start_token_id
-    follower = ids[1:]
-    opens_run = ((follower == hf_config.video_token_id) | (follower == hf_config.image_token_id)
-                 | (follower == hf_config.vision_end_token_id))
-    outer = start & ~opens_run
-    if not bool(outer.any()):
-        return input_ids
-    hidden = ids.clone()
-    hidden[:-1][outer] = -1
-    return hidden if isinstance(input_ids, torch.Tensor) else hidden.tolist()

@@ -31,7 +31,7 @@ else:
     def checkpoints(tmp_path_factory):
         root = tmp_path_factory.mktemp("tiny")
         return {family: tiny_models.build(family, root / family)
-                for family in tiny_models.FAMILIES}
+                for family in tiny_models.ALL_FAMILIES}
 
     @pytest.fixture(scope="session")
     def scenario(checkpoints):

@@ -17,6 +17,8 @@ import numpy as np
 import tiny_models
 import torch
 
+from flashvid.integrations.vllm.positions import COLUMNS, decode
+
 ENGINE_ARGS = dict(max_model_len=4096, max_num_batched_tokens=4096,
                    max_num_seqs=4, enforce_eager=True, dtype="float32",
                    enable_prefix_caching=False,
@@ -55,16 +57,17 @@ class Probe:
     exact: list[tuple[Any, ...]] = field(default_factory=list)  # their int64 positions
     qk: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # last block
     positions: list[torch.Tensor] = field(default_factory=list)  # [3, tokens] per forward
+    flags: list[torch.Tensor] = field(default_factory=list)  # Qwen3: per video run sequence
 
     def clear(self) -> None:
         for value in (self.compress, self.inputs, self.outputs, self.exact, self.qk,
-                      self.positions):
+                      self.positions, self.flags):
             value.clear()
 
     def take(self) -> Probe:
         """What was recorded since the last take (a copy); the probe starts empty again."""
         taken = Probe(list(self.compress), list(self.inputs), list(self.outputs),
-                      list(self.exact), list(self.qk), list(self.positions))
+                      list(self.exact), list(self.qk), list(self.positions), list(self.flags))
         self.clear()
         return taken
 
@@ -88,10 +91,20 @@ def install_probe(model: torch.nn.Module) -> Probe:
         probe.inputs.append(tuple(x.detach().clone() for x in split))
         out = postprocess(split, video_input)
         probe.outputs.append(tuple(o.detach().clone() for o in out))
-        probe.exact.append(tuple(getattr(o, "_flashvid_positions", None) for o in out))
+        if model.flashvid_config is not None:
+            probe.exact.append(tuple(decode(o[:, -COLUMNS:]).to(torch.long) for o in out))
         return out
 
     model._postprocess_video_embeds_evs = recorded_postprocess
+    if hasattr(model, "_create_final_video_embeddings"):  # Qwen3 family: keep vLLM's flags
+        final = model._create_final_video_embeddings
+
+        def recorded_final(*args, **kwargs):
+            out = final(*args, **kwargs)
+            probe.flags.append(out[:, -2:].detach().clone())  # is_vision_start, is_video
+            return out
+
+        model._create_final_video_embeddings = recorded_final
 
     def qk_hook(module, args, kwargs):
         q, k = kwargs["query"], kwargs["key"]
@@ -127,12 +140,15 @@ class Engine:
         self.llm.llm_engine.reset_encoder_cache()  # every run encodes its videos afresh
         return self.llm.generate(requests, params, use_tqdm=False)
 
-    def close(self) -> None:
+    def close(self, cleanup: bool = True) -> None:
+        """Shut the engine down; ``cleanup=False`` keeps torch.distributed's groups, which
+        another in-process engine that is still open shares."""
         from vllm.distributed import cleanup_dist_env_and_memory
 
         del self.llm
         gc.collect()
-        cleanup_dist_env_and_memory()
+        if cleanup:
+            cleanup_dist_env_and_memory()
 
 
 def first_logprobs(output: Any) -> dict[int, float]:
@@ -166,6 +182,9 @@ SCENARIOS = {
                 "qwen3_vl": {"retention_ratio": 0.1, "temporal_threshold": 0.9}},
     "evs": {},
 }
+for _family in tiny_models.QWEN3_FAMILY[1:]:  # Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE: as Qwen3-VL
+    for _mode in ("flashvid", "keep_all", "chunked"):
+        SCENARIOS[_mode][_family] = dict(SCENARIOS[_mode]["qwen3_vl"])
 EVS_RATE = 0.5
 # prefill chunk (max_num_batched_tokens) of mode "chunked": small enough to cut videos, and
 # for Qwen3-VL no smaller than a whole video's run (vLLM sizes its encoder cache from
@@ -174,6 +193,12 @@ CHUNK = {"qwen2_5_vl": 24, "qwen3_vl": 64}
 
 
 def engine_args(family: str, mode: str) -> dict[str, Any]:
+    if family in tiny_models.DTYPE:
+        return dict(_engine_args(family, mode), dtype=tiny_models.DTYPE[family])
+    return _engine_args(family, mode)
+
+
+def _engine_args(family: str, mode: str) -> dict[str, Any]:
     if mode == "evs":
         return {"video_pruning_rate": EVS_RATE}
     if mode in ("flashvid", "keep_all", "chunked"):

@@ -285,6 +285,7 @@ def _engine_config(checkpoint, settings, **extra):
     ({"bogus": 1}, {}, "unknown key"),
     ({}, {"video_pruning_rate": 0.5}, "remove --video-pruning-rate"),
     ({}, {"compilation_config": {"compile_mm_encoder": True}}, "eager vision encoder"),
+    ({"backend": "triton"}, {}, "'triton' needs a CUDA"),  # a CPU engine: refused at start
 ])
 def test_bad_settings_are_rejected_at_start(checkpoints, settings, extra, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -19,8 +19,16 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<
            "<|image_pad|>", "<|video_pad|>"]
 BYTE_TOKENS = 256
 VOCAB = 320  # 256 byte tokens, the specials, spare rows
-FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")  # the families every scenario of test_plugin.py runs on
+# the other Qwen3-VL-family models the plugin serves (same vision side as Qwen3-VL)
+QWEN3_FAMILY = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+ALL_FAMILIES = ("qwen2_5_vl",) + QWEN3_FAMILY
+ARCHITECTURE = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                "qwen3_vl": "Qwen3VLForConditionalGeneration",
+                "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+                "qwen3_5": "Qwen3_5ForConditionalGeneration",
+                "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration"}
+PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16, "qwen3_vl_moe": 16, "qwen3_5": 16, "qwen3_5_moe": 16}
 MERGE = 2
 TEMPORAL = 2
 MAX_PIXELS_UNITS = 96  # largest frame: 96 merge units (e.g. 8 x 12 merged tokens)
@@ -79,15 +87,30 @@ def _config(family: str) -> dict:
                   patch_size=PATCH[family], temporal_patch_size=TEMPORAL, spatial_merge_size=MERGE,
                   num_position_embeddings=144, deepstack_visual_indexes=[0, 1], in_channels=3,
                   hidden_act="gelu_pytorch_tanh")
-    return dict(architectures=["Qwen3VLForConditionalGeneration"], model_type="qwen3_vl",
-                text_config=dict(text, model_type="qwen3_vl_text"),
-                vision_config=dict(vision, model_type="qwen3_vl"), **common)
+    if family in ("qwen3_vl_moe", "qwen3_5_moe"):  # 4 experts, 2 per token
+        text.update(num_experts=4, num_local_experts=4, num_experts_per_tok=2,
+                    moe_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[],
+                    norm_topk_prob=True)
+    if family in ("qwen3_5", "qwen3_5_moe"):  # hybrid: a linear-attention and a full layer
+        text.update(layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4,
+                    linear_key_head_dim=64, linear_value_head_dim=64, linear_num_key_heads=2,
+                    linear_num_value_heads=2, full_attention_interval=2,
+                    head_dim=64)  # vLLM's CPU attention has no head size 32
+        text["rope_parameters"] = dict(text["rope_parameters"], partial_rotary_factor=0.25,
+                                       mrope_section=[2, 3, 3])
+        if family == "qwen3_5_moe":
+            text.update(shared_expert_intermediate_size=32)
+        vision.pop("deepstack_visual_indexes")
+    return dict(architectures=[ARCHITECTURE[family]], model_type=family,
+                text_config=dict(text, model_type=f"{family}_text"),
+                vision_config=dict(vision, model_type=f"{family}_vision"
+                                   if family != "qwen3_vl" else "qwen3_vl"), **common)
 
 
 def build(family: str, directory: str | Path) -> Path:
     """Write a tiny ``family`` checkpoint (no weights) into ``directory``; returns it."""
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if family not in ALL_FAMILIES:
+        raise ValueError(f"family must be one of {ALL_FAMILIES}, got {family!r}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(_config(family), indent=1))
@@ -121,16 +144,33 @@ def build(family: str, directory: str | Path) -> Path:
 
 def _save_random_weights(family: str, out: Path, seed: int = 0) -> None:
     import torch
+    import transformers
     from transformers import AutoConfig
 
-    if family == "qwen2_5_vl":
-        from transformers import Qwen2_5_VLForConditionalGeneration as model_cls
-    else:
-        from transformers import Qwen3VLForConditionalGeneration as model_cls
+    model_cls = getattr(transformers, ARCHITECTURE[family])
     config = AutoConfig.from_pretrained(out)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     model.save_pretrained(out, safe_serialization=True)
+    if family == "qwen3_vl_moe":
+        _transpose_fused_experts(out)
+
+
+def _transpose_fused_experts(out: Path) -> None:
+    """transformers 5.19 saves Qwen3-VL-MoE's fused experts as [E, out, in]; the published
+    checkpoints (and vLLM's loader, ``is_fused_checkpoint_transposed``) have [E, in, out]."""
+    from safetensors.torch import load_file, save_file
+
+    for path in out.glob("*.safetensors"):
+        tensors = load_file(str(path))
+        for name in tensors:
+            if name.endswith(("experts.down_proj", "experts.gate_up_proj")):
+                tensors[name] = tensors[name].transpose(1, 2).contiguous()
+        save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+# vLLM's CPU kernels for Qwen3.5's linear-attention (GDN) layers run in bfloat16 only
+DTYPE = {"qwen3_5": "bfloat16", "qwen3_5_moe": "bfloat16"}
 
 
 def frame_size(family: str, rows: int, cols: int) -> tuple[int, int]:
