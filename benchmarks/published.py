@@ -22,9 +22,9 @@ The matrix-product FLOPs of one call of the published code and of this project a
 the dispatcher (mm, bmm, addmm, baddbmm, cdist's distance product). Reported: the median per
 provider, the published code's time over each mode's and over the floor, exact-count over
 default, and the growth from the shortest to the longest clip of the same N. ``--memory`` adds
-the peak memory of one
-``compress`` call at a few frame counts, from the allocator (CUDA) or the process's peak
-resident set (CPU, a fresh process per measurement). Everything goes to ``published.json`` with
+the peak memory of one ``compress`` call at 32, 160 and 320 frames, from the allocator (CUDA)
+or the process's peak resident set over its resident set before the call (CPU, a fresh process
+per measurement, the peak reset after the clip is made). Everything goes to ``published.json`` with
 the device, versions and git revision.
 """
 
@@ -148,7 +148,7 @@ def providers(shape, device: str, published: Path) -> dict[str, Callable[[], tup
 
 
 MEMORY = r"""
-import json, resource, sys, torch
+import json, re, resource, sys, torch
 f, n, d, preset, threads, device, exact = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 from flashvid import FlashVIDConfig, compress
@@ -165,9 +165,22 @@ if device.startswith("cuda"):
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
 else:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    compress(x, a, cfg)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    # Linux: reset the peak resident set (clear_refs 5), so the clip's own making is not
+    # counted; the parent sets MALLOC_MMAP_THRESHOLD_ so that freed blocks leave the process and
+    # compress cannot reuse them unseen. Elsewhere: the growth of the lifetime peak.
+    def status(key):
+        with open("/proc/self/status") as f:
+            return int(re.search(key + r":\s+(\d+) kB", f.read()).group(1)) * 1024
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status("VmRSS")
+        compress(x, a, cfg)
+        peak = status("VmHWM") - before
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        compress(x, a, cfg)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
 print(json.dumps({"peak_bytes": peak, "input_bytes": x.numel() * x.element_size()}))
 """
 
@@ -265,7 +278,8 @@ def _memory(args, env) -> list[dict]:
             spec = json.dumps([frames, 196, 3584, "llava_onevision", args.threads, args.device,
                                exact])
             res = subprocess.run([sys.executable, "-c", MEMORY, spec], capture_output=True,
-                                 text=True, env=env, cwd=ROOT, check=True)
+                                 text=True, env=dict(env, MALLOC_MMAP_THRESHOLD_="65536"),
+                                 cwd=ROOT, check=True)
             got = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append({"frames": frames, "exact": exact, **got,
                          "peak_over_input": got["peak_bytes"] / got["input_bytes"]})
@@ -278,6 +292,8 @@ def _memory(args, env) -> list[dict]:
 def _meta(args, published: Path) -> dict:
     import torch
 
+    from benchmarks.bench import _cpu_name
+
     def git(*cmd: str, cwd: Path = ROOT) -> str:
         try:
             return subprocess.run(["git", *cmd], cwd=cwd, capture_output=True, text=True,
@@ -286,8 +302,7 @@ def _meta(args, published: Path) -> dict:
             return "unknown"
 
     dev = args.device
-    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else \
-        f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else _cpu_name()
     return {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "device": name, "threads": args.threads, "torch": torch.__version__,
             "python": platform.python_version(), "git": git("rev-parse", "--short", "HEAD"),

@@ -49,6 +49,11 @@ def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return torch.bmm(unit, unit.transpose(1, 2), out=out)
     h = n // 2
     a, b = unit[:, :h], unit[:, h:]
+    if torch.compiler.is_compiling():  # dynamo takes no out= views: the same products, joined
+        ab = torch.bmm(a, b.transpose(1, 2))
+        return torch.cat([torch.cat([torch.bmm(a, a.transpose(1, 2)), ab], dim=2),
+                          torch.cat([ab.transpose(1, 2), torch.bmm(b, b.transpose(1, 2))],
+                                    dim=2)], dim=1)
     torch.bmm(a, a.transpose(1, 2), out=out[:, :h, :h])
     torch.bmm(b, b.transpose(1, 2), out=out[:, h:, h:])
     torch.bmm(a, b.transpose(1, 2), out=out[:, :h, h:])

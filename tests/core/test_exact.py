@@ -144,6 +144,20 @@ def test_torch_compile_fullgraph_aot_eager_equals_eager():
         assert torch.equal(got.source, want.source)
 
 
+def test_torch_compile_fullgraph_with_the_symmetric_gram():
+    """N >= SYMMETRIC_MIN_TOKENS: the Gram from its three distinct blocks also traces as one
+    graph (dynamo takes no out= views) and gives eager's result, bit for bit."""
+    from flashvid.backends.pytorch import SYMMETRIC_MIN_TOKENS
+
+    cfg = flashvid.FlashVIDConfig(exact_count=True, backend="torch", retention_ratio=0.2)
+    compiled = torch.compile(functools.partial(flashvid.compress, config=cfg), fullgraph=True,
+                             backend="aot_eager")
+    x, a = random_video(3, SYMMETRIC_MIN_TOKENS + 9, 8, seed=3, dev=torch.device("cpu"))
+    got, want = compiled(x, a), flashvid.compress(x, a, cfg)
+    assert torch.equal(got.indices, want.indices) and torch.equal(got.tokens, want.tokens)
+    assert torch.equal(got.source, want.source)
+
+
 COMPILE_SCRIPT = r"""
 import functools, json, sys, torch, flashvid
 graphs = []
