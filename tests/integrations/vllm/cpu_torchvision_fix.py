@@ -44,8 +44,9 @@ def install() -> None:
 
 
 if __name__ == "__main__":
-    # `python tests/integrations/vllm/cpu_torchvision_fix.py` (run by `make test-vllm`): copy this file into
-    # the running environment's site-packages with a .pth line that installs the finder.
+    # `python tests/integrations/vllm/cpu_torchvision_fix.py` (run by `make test-vllm`): copy
+    # this file into the running environment's site-packages with a .pth line that installs
+    # the finder.
     import shutil
     import sysconfig
 

@@ -1,6 +1,7 @@
 """Start-up and per-request cost of the FlashVID plugin on vLLM's CPU build (for the README).
 
-    .venv-vllm/bin/python tests/integrations/vllm/measure.py [--frames 16 --rows 8 --cols 12 --repeats 5]
+    .venv-vllm/bin/python tests/integrations/vllm/measure.py \
+        [--frames 16 --rows 8 --cols 12 --repeats 5]
 
 One process per engine configuration (off, FlashVID, EVS), each in vLLM's default
 multi-process mode (the engine core in its own process, as ``vllm serve`` runs it) unless
