@@ -1,4 +1,4 @@
-"""Start-up and per-request cost of the FlashVID plugin on vLLM's CPU build (for the README).
+r"""Start-up and per-request cost of the FlashVID plugin on vLLM's CPU build (for the README).
 
     .venv-vllm/bin/python tests/integrations/vllm/measure.py \
         [--frames 16 --rows 8 --cols 12 --repeats 5]
