@@ -128,7 +128,7 @@ def _run(x: torch.Tensor, cls_attn: torch.Tensor, plan: Plan, backend: Backend,
         for count in plan.video_frames:
             video_rows.append(sum(frame_rows[first : first + count]))
             first += count
-    out = assemble(x, picks, eligible, tree, clusters, seg, plan, video_rows)
+    out = assemble(x, picks, eligible, tree, clusters, seg, plan, video_rows, ws)
     if out.overflow is not None:
         _check_overflow(out.overflow, out.merged_peak, cfg.aggregation, plan.static)
     return out

@@ -3,10 +3,13 @@
 The features are normalised once into a workspace buffer; batched products give every frame's
 Gram (three quarters of it, the rest mirrored: ``symmetric_gram``), the ADTS event term (one
 [1, D] x [D, N] product per frame), and the adjacent-frame similarities of every segment
-between the tokens TSTM may link (ADTS tokens left out). Every statistic is computed as the
-reference computes it (the same operations on tensors of the same per-frame shapes: an entry of a
-product does not depend on which other rows are multiplied with it), so on float32 input the
-picks, edges and clusters are bit-identical to the reference's.
+between the tokens TSTM may link (ADTS tokens left out). Every statistic is computed with the
+reference's operations; where the BLAS rounds a product's entry the same whatever else is
+multiplied with it (the case on the AMD EPYC machine the parity fixtures were checked on), the
+picks, edges and clusters on float32 input are bit-identical to the reference's. Some BLAS
+builds round block products differently from the whole product (MKL on an Intel AVX-512
+Xeon: by one unit in the last place at 196 tokens of 3584); a pick can then differ at an exact
+near-tie only, as the reference's own picks differ with how frames are batched.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ def _gathered_pairs(unit: torch.Tensor, position: torch.Tensor, runs: list[tuple
 def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """[F, N, N] Grams unit @ unit^T of every frame into ``out``, from three quarters of the
     products: with the rows split in halves a, b, the blocks a a^T, b b^T and a b^T are computed
-    and b a^T = (a b^T)^T is mirrored. A product's entry is one dot product whose accumulation
-    order does not depend on which rows or how many are multiplied together, and the dot
-    product of two rows is symmetric, so the result is bit for bit the single product
-    (``tests/core/test_adts.py`` checks it)."""
+    and b a^T = (a b^T)^T is mirrored. The result is exactly symmetric. Where the BLAS
+    accumulates an entry's dot product the same whatever rows are multiplied together, it is
+    bit for bit the single product; elsewhere it is within the products' rounding
+    (``tests/core/test_adts.py`` checks both)."""
     n = unit.shape[1]
     if n < SYMMETRIC_MIN_TOKENS:
         return torch.bmm(unit, unit.transpose(1, 2), out=out)
@@ -59,6 +62,52 @@ def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     torch.bmm(a, b.transpose(1, 2), out=out[:, :h, h:])
     out[:, h:, :h] = out[:, :h, h:].transpose(1, 2)
     return out
+
+
+def top2(m: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    """[F, C] second-largest entry of every column of m [F, R, C] (R >= 2), counting repeats
+    (the second entry of ``torch.topk(m, 2, dim=1).values``), by a tournament over the rows in
+    two workspace buffers: the first round pairs row i with row i + R/2 and keeps the
+    elementwise larger (``high``) and smaller (``low``); every later round halves the rows the
+    same way, a pair's runner-up being the larger of its two runners-up and of the smaller of
+    its two leaders; an odd row joins pair 0. Only comparisons: the result is an entry of m,
+    bit for bit, and every step is vectorised along the columns (``topk`` over a strided dim
+    is not: 5x slower at R = C = 1024 on two cores)."""
+    if torch.compiler.is_compiling():  # dynamo takes no out= views; inductor fuses topk's
+        return torch.topk(m, 2, dim=1).values[:, 1]
+    frames, r, c = m.shape
+    half = r // 2
+    high = ws.empty("top2_high", (frames, half, c), m.dtype)
+    low = ws.empty("top2_low", (frames, half, c), m.dtype)
+    tmp = ws.empty("top2_tmp", (frames, max(half // 2, 1), c), m.dtype)
+    torch.maximum(m[:, :half], m[:, half : 2 * half], out=high)
+    torch.minimum(m[:, :half], m[:, half : 2 * half], out=low)
+    if r % 2:
+        _fold(high, low, m[:, -1:], None, tmp)
+    rows = half
+    while rows > 1:
+        g = rows // 2
+        a_hi, b_hi, a_lo, b_lo = high[:, :g], high[:, g : 2 * g], low[:, :g], low[:, g : 2 * g]
+        t = tmp[:, :g]
+        torch.maximum(a_lo, b_lo, out=a_lo)
+        torch.minimum(a_hi, b_hi, out=t)
+        torch.maximum(a_lo, t, out=a_lo)
+        torch.maximum(a_hi, b_hi, out=a_hi)
+        if rows % 2:
+            _fold(high, low, high[:, rows - 1 : rows], low[:, rows - 1 : rows], tmp)
+        rows = g
+    return low[:, 0]
+
+
+def _fold(high: torch.Tensor, low: torch.Tensor, r_hi: torch.Tensor, r_lo: torch.Tensor | None,
+          tmp: torch.Tensor) -> None:
+    """Merge one more row (leader r_hi, runner-up r_lo or none) into pair 0 of ``high``/``low``."""
+    h0, l0, t = high[:, :1], low[:, :1], tmp[:, :1]
+    if r_lo is not None:
+        torch.maximum(l0, r_lo, out=l0)
+    torch.minimum(h0, r_hi, out=t)
+    torch.maximum(l0, t, out=l0)
+    torch.maximum(h0, r_hi, out=h0)
 
 
 class TorchBackend:
@@ -95,21 +144,43 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ adts
     def adts_select(self, x, stats, weights, k, exclude, fill, ws) -> torch.Tensor:
-        """[F, k] int64 sorted picks of the greedy max-min selection (see stages.adts)."""
+        """[F, k] int64 sorted picks of the greedy max-min selection (see stages.adts).
+
+        The calibrated distances D'(i, j) = ((1 - G[i, j]) * w_j) * e_j are never written out:
+        for each column j, D' is a monotone function f_j of the Gram entry G[i, j] (rounding is
+        monotone; w >= 0 is checked at the input), non-increasing where e_j >= 0 (or without
+        an event term) and non-decreasing where e_j < 0. So the column's second-smallest D' is
+        f_j of its second-largest G, or of its second-smallest G where e_j < 0, and equals the
+        value the reference selects bit for bit. Negating the e_j < 0 columns (exact) makes both
+        a second-largest, found by a tournament of elementwise maxima and minima (``top2``).
+        The greedy steps compute the k picked rows of D' with the reference's operations."""
         with torch.no_grad():
             frames, n, _ = x.shape
-            dist = stats.gram.neg_().add_(1.0)  # 1 - cos: [F, N(picked), N(candidate)], in place
-            if weights is not None:
-                dist.mul_(weights[:, None, :])
-            if stats.event is not None:
-                dist.mul_(stats.event[:, None, :])
+            gram = stats.gram  # [F, N(picked), N(candidate)], workspace memory: flipped in place
+            event = stats.event
+            flip = None
+            if event is not None and (torch.compiler.is_compiling() or x.device.type != "cpu"
+                                      or bool((event < 0).any())):  # (a free check on the CPU)
+                flip = torch.where(event < 0, -1.0, 1.0).to(gram.dtype)
+                gram.mul_(flip[:, None, :])
+
+            def calibrated(g: torch.Tensor) -> torch.Tensor:  # D' from (flipped) Gram rows
+                if flip is not None:
+                    g = g * flip
+                d = 1.0 - g
+                if weights is not None:
+                    d = d * weights
+                if event is not None:
+                    d = d * event
+                return d
+
             rows = torch.arange(frames, device=x.device)
             if n >= 2:
-                first = torch.topk(dist, 2, dim=1, largest=False).values[:, 1, :].argmax(dim=-1)
+                first = calibrated(top2(gram, ws)).argmax(dim=-1)
             else:
                 first = torch.zeros(frames, dtype=torch.long, device=x.device)
             picks = [first]
-            running = dist[rows, first]  # [F, N] min over picked rows
+            running = calibrated(gram[rows, first])  # [F, N] min over picked rows
             chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
             chosen[rows, first] = True
             for _ in range(k - 1):
@@ -117,7 +188,7 @@ class TorchBackend:
                 j = score.argmax(dim=-1)
                 picks.append(j)
                 chosen[rows, j] = True
-                running = torch.minimum(running, dist[rows, j])
+                running = torch.minimum(running, calibrated(gram[rows, j]))
             return torch.stack(picks, dim=1).sort(dim=1).values
 
     # ------------------------------------------------------------------ tstm

@@ -19,6 +19,7 @@ from ..types import KIND_ADTS, CompressedVideo
 from .dpc import Clusters
 from .dyseg import Segments
 from .trees import Trees
+from ..workspace import Workspace
 from .util import count_into
 
 
@@ -41,10 +42,11 @@ class Assembled:
 
 def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor,
              trees: Trees | None, clusters: Clusters | None, seg: Segments, plan: Plan,
-             video_rows: list[int]) -> Assembled:
+             video_rows: list[int], ws: Workspace) -> Assembled:
     """The output rows of the flat frame list x [F, N, D]: ADTS tokens ``picks`` [F, k], and
     (with a merge) the merged rows of ``clusters`` over the trees' targets; ``video_rows``: the
-    rows of each video (host)."""
+    rows of each video (host). Only ``rows`` is fresh memory; its temporaries are the call's
+    workspace."""
     frames, n, dim = x.shape
     device = x.device
     frame = torch.arange(frames, device=device)
@@ -63,10 +65,17 @@ def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor,
     if trees is not None and clusters is not None:
         merged_rows = clusters.centres.numel()
         slot = torch.where(clusters.row >= 0, clusters.row, merged_rows)  # [C]; last: discard
-        sums = torch.zeros(merged_rows + 1, dim, dtype=trees.values.dtype, device=device)
+        grad = trees.values.requires_grad  # autograd gets fresh tensors (ws.empty(grad=))
+        sums = ws.empty("merged_sums", (merged_rows + 1, dim), trees.values.dtype,
+                        grad=grad).zero_()
         sums.index_add_(0, slot, trees.values)
         sizes = count_into(slot, merged_rows + 1, trees.values.dtype)[:merged_rows]
-        merged = sums[:merged_rows] / sizes.clamp_min(1.0)[:, None]
+        if grad and torch.is_grad_enabled():  # out= is not differentiable
+            merged = sums[:merged_rows] / sizes.clamp_min(1.0)[:, None]
+        else:
+            merged = torch.div(sums[:merged_rows], sizes.clamp_min(1.0)[:, None],
+                               out=ws.empty("merged_rows", (merged_rows, dim),
+                                            trees.values.dtype))
         gids.append(clusters.centres)
         kinds.append(clusters.kinds)
         position_row = torch.full((frames * n,), -1, dtype=torch.long, device=device)
@@ -88,7 +97,12 @@ def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor,
     source = torch.where(row_of >= 0, rank[row_of.clamp_min(0)], -1).view(frames, n)
     # every row goes straight to its sorted place: ADTS rows copied bit for bit from the input
     rows = torch.empty(order.numel(), dim, dtype=x.dtype, device=device)
-    rows.index_copy_(0, rank[:first_merged], flat.index_select(0, adts_gid))
+    if x.requires_grad and torch.is_grad_enabled():
+        picked = flat.index_select(0, adts_gid)
+    else:
+        picked = torch.index_select(flat, 0, adts_gid,
+                                    out=ws.empty("adts_rows", (first_merged, dim), x.dtype))
+    rows.index_copy_(0, rank[:first_merged], picked)
     if merged is not None:
         rows.index_copy_(0, rank[first_merged:], merged.to(x.dtype))
     gid, kind = all_gid[order], all_kind[order].to(torch.int8)
