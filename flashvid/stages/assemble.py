@@ -16,10 +16,10 @@ import torch
 
 from ..plan import Plan
 from ..types import KIND_ADTS, CompressedVideo
+from ..workspace import Workspace
 from .dpc import Clusters
 from .dyseg import Segments
 from .trees import Trees
-from ..workspace import Workspace
 from .util import count_into
 
 

@@ -34,7 +34,6 @@ class is vLLM's own, except that videos of different lengths in one encoder batc
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,9 +57,8 @@ from ..llava_onevision import (
     with_newlines,
 )
 from . import settings as _settings
-from .model import robust_compress, settings_of, startup_check
+from .model import guarded_importance, robust_compress, settings_of, startup_check
 
-logger = logging.getLogger("vllm.flashvid")
 FAMILY = "llava_onevision"
 
 
@@ -258,15 +256,8 @@ class FlashVIDLlavaOnevisionForConditionalGeneration(LlavaOnevisionForConditiona
         finally:
             handle.remove()
         features = self._flashvid_pool(self.multi_modal_projector(hidden))
-        try:
-            return features, self._flashvid_importance(captured, features)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a request's fault must not stop the engine
-            logger.error("FlashVID: importance scores failed (%s: %s); these videos are "
-                         "compressed with uniform importance", type(err).__name__, err,
-                         exc_info=True)
-            return features, None
+        return features, guarded_importance(
+            lambda: self._flashvid_importance(captured, features))
 
     def _flashvid_importance(self, captured: dict, features: torch.Tensor) -> torch.Tensor:
         """[S, N] float32 importance, pooled like the features."""

@@ -116,6 +116,21 @@ def startup_check(config: FlashVIDConfig, device: Any, dtype: torch.dtype) -> No
                            f"{count}")
 
 
+def guarded_importance(compute: Any) -> Any:
+    """``compute()`` (a request's importance scores), or None after logging the error when it
+    raises anything but out-of-memory: a fault in one request must not stop the engine, and
+    its videos are then compressed with uniform importance."""
+    try:
+        return compute()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a request's fault must not stop the engine
+        logger.error("FlashVID: importance scores failed (%s: %s); these videos are "
+                     "compressed with uniform importance", type(err).__name__, err,
+                     exc_info=True)
+        return None
+
+
 class FlashVIDModelMixin:
     """Mixed into a vLLM Qwen-VL model class, before it in the bases.
 
@@ -161,17 +176,10 @@ class FlashVIDModelMixin:
             from vllm.distributed import tensor_model_parallel_all_reduce as all_reduce
         with capture_last_block(self.visual) as captured:
             out = run(video_input)
-        try:
-            self._flashvid_scores = video_scores(
-                captured, grids, merge=int(self.visual.spatial_merge_size),
-                scale=getattr(attention.attn, "scale", None), total_heads=local_heads * tp,
-                window_index=self._flashvid_window_index(), all_reduce=all_reduce)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a request's fault must not stop the engine
-            logger.error("FlashVID: importance scores failed (%s: %s); these videos are "
-                         "compressed with uniform importance", type(err).__name__, err,
-                         exc_info=True)
+        self._flashvid_scores = guarded_importance(lambda: video_scores(
+            captured, grids, merge=int(self.visual.spatial_merge_size),
+            scale=getattr(attention.attn, "scale", None), total_heads=local_heads * tp,
+            window_index=self._flashvid_window_index(), all_reduce=all_reduce))
         return out
 
     def _flashvid_take_scores(self, videos: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -240,6 +248,28 @@ class FlashVIDModelMixin:
             else:
                 raise ValueError(f"FlashVID positions: unsupported modality {feature.modality!r}")
         return _positions.prompt_positions(len(input_tokens), spans)
+
+    def get_mrope_input_positions(self, input_tokens: list[int],
+                                  mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        """vLLM's M-RoPE positions of a prompt: with pruning on, those of
+        :meth:`_flashvid_prompt_positions`; otherwise (or for vLLM's own internal calls,
+        :meth:`_flashvid_stock_call`) the stock ones."""
+        if not self.is_multimodal_pruning_enabled or self._flashvid_stock_call(mm_features):
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        return self._flashvid_prompt_positions(input_tokens, mm_features)
+
+    def _flashvid_stock_call(self, mm_features: list[Any]) -> bool:
+        """Whether vLLM itself asks for the stock positions of these features (a family with
+        such internal calls overrides this)."""
+        return False
+
+    def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
+                                  mrope_positions: torch.Tensor,
+                                  num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
+        """Rows of pruned media written at their marked placeholders
+        (:meth:`_flashvid_recompute_positions`)."""
+        return self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
+                                                  mrope_positions, num_computed_tokens)
 
     def _flashvid_split(self, rows: torch.Tensor,
                         pruned: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

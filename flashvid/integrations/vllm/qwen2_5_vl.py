@@ -136,17 +136,3 @@ class FlashVIDQwen2_5_VLForConditionalGeneration(FlashVIDModelMixin,
                                             .tokens_per_second, video_second_per_grid=second)
         return _positions.Span(int(feature.mm_position.offset), int(feature.mm_position.length),
                                int(positions[:, :3].max()) + 1)
-
-    def get_mrope_input_positions(self, input_tokens: list[int],
-                                  mm_features: list[Any]) -> tuple[torch.Tensor, int]:
-        if not self.is_multimodal_pruning_enabled:
-            return super().get_mrope_input_positions(input_tokens, mm_features)
-        return self._flashvid_prompt_positions(input_tokens, mm_features)
-
-    def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
-                                  mrope_positions: torch.Tensor,
-                                  num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
-        """Rows of pruned media written at their marked placeholders
-        (``FlashVIDModelMixin._flashvid_recompute_positions``)."""
-        return self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
-                                                  mrope_positions, num_computed_tokens)

@@ -192,19 +192,8 @@ class FlashVIDQwen3FamilyMixin(FlashVIDModelMixin):
         return _positions.Span(int(feature.mm_position.offset), int(feature.mm_position.length),
                                int(positions.max()) + 1)
 
-    def get_mrope_input_positions(self, input_tokens: list[int],
-                                  mm_features: list[Any]) -> tuple[torch.Tensor, int]:
-        internal = any(getattr(f, "identifier", None) == "DUMMY" for f in mm_features)
-        if not self.is_multimodal_pruning_enabled or internal:
-            # vLLM's own call from _get_expanded_positions, on one uncompressed video: stock
-            return super().get_mrope_input_positions(input_tokens, mm_features)
-        return self._flashvid_prompt_positions(input_tokens, mm_features)
-
-    def recompute_mrope_positions(self, input_ids: Any, multimodal_embeddings: Any,
-                                  mrope_positions: torch.Tensor,
-                                  num_computed_tokens: int) -> tuple[Any, torch.Tensor, int]:
-        """Rows of pruned media written at their marked placeholders
-        (``FlashVIDModelMixin._flashvid_recompute_positions``)."""
-        return self._flashvid_recompute_positions(input_ids, multimodal_embeddings,
-                                                  mrope_positions, num_computed_tokens)
+    def _flashvid_stock_call(self, mm_features: list[Any]) -> bool:
+        """vLLM's own call from ``_get_expanded_positions``, on one uncompressed video (the
+        ``DUMMY`` feature of :meth:`_flashvid_video_span`): stock positions."""
+        return any(getattr(f, "identifier", None) == "DUMMY" for f in mm_features)
 
