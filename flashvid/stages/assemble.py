@@ -65,17 +65,11 @@ def assemble(x: torch.Tensor, picks: torch.Tensor, eligible: torch.Tensor,
     if trees is not None and clusters is not None:
         merged_rows = clusters.centres.numel()
         slot = torch.where(clusters.row >= 0, clusters.row, merged_rows)  # [C]; last: discard
-        grad = trees.values.requires_grad  # autograd gets fresh tensors (ws.empty(grad=))
         sums = ws.empty("merged_sums", (merged_rows + 1, dim), trees.values.dtype,
-                        grad=grad).zero_()
+                        grad=trees.values.requires_grad).zero_()
         sums.index_add_(0, slot, trees.values)
         sizes = count_into(slot, merged_rows + 1, trees.values.dtype)[:merged_rows]
-        if grad and torch.is_grad_enabled():  # out= is not differentiable
-            merged = sums[:merged_rows] / sizes.clamp_min(1.0)[:, None]
-        else:
-            merged = torch.div(sums[:merged_rows], sizes.clamp_min(1.0)[:, None],
-                               out=ws.empty("merged_rows", (merged_rows, dim),
-                                            trees.values.dtype))
+        merged = sums[:merged_rows].div_(sizes.clamp_min(1.0)[:, None])
         gids.append(clusters.centres)
         kinds.append(clusters.kinds)
         position_row = torch.full((frames * n,), -1, dtype=torch.long, device=device)
