@@ -48,8 +48,8 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
 
 def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     """The unavoidable products of each stage, as callables on prepared contiguous operands:
-    each frame's Gram from its distinct blocks (the two diagonal halves and one off-diagonal
-    block: a Gram is symmetric), each within-segment adjacent pair's similarity between the
+    each frame's Gram from its distinct blocks (the first half-rows against all rows in one
+    product, and the second diagonal half: a Gram is symmetric), each within-segment adjacent pair's similarity between the
     tokens TSTM may link (ADTS tokens left out), each DPC frame's product at its exact size."""
     wd = work_dtype(p.x.dtype)
     xw = p.x.to(wd)
@@ -57,6 +57,7 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     n = xh.shape[1]
     half = n // 2
     top, bottom = xh[:, :half].contiguous(), xh[:, half:].contiguous()
+    xt = xh.transpose(1, 2)  # top @ xt: the blocks top top^T and top bottom^T in one product
     cur = [t for s, e in spans(p.seg.lengths) for t in range(s + 1, e)]
     width = int(p.eligible.sum(dim=1).max())
     order = torch.argsort((~p.eligible).to(torch.int8), dim=1, stable=True)[:, :width]
@@ -74,8 +75,7 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     def gram():
         if n < 64:
             return torch.bmm(xh, xh.transpose(1, 2))
-        return (torch.bmm(top, top.transpose(1, 2)), torch.bmm(bottom, bottom.transpose(1, 2)),
-                torch.bmm(top, bottom.transpose(1, 2)))
+        return torch.bmm(top, xt), torch.bmm(bottom, bottom.transpose(1, 2))
 
     def pairs():
         return torch.bmm(a_pairs, b_pairs.transpose(1, 2)) if cur else None

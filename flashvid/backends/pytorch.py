@@ -42,24 +42,23 @@ def _gathered_pairs(unit: torch.Tensor, position: torch.Tensor, runs: list[tuple
 
 def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """[F, N, N] Grams unit @ unit^T of every frame into ``out``, from three quarters of the
-    products: with the rows split in halves a, b, the blocks a a^T, b b^T and a b^T are computed
-    and b a^T = (a b^T)^T is mirrored. The result is exactly symmetric. Where the BLAS
-    accumulates an entry's dot product the same whatever rows are multiplied together, it is
-    bit for bit the single product; elsewhere it is within the products' rounding
-    (``tests/core/test_adts.py`` checks both)."""
+    products: with the rows split in halves a, b, the first half-rows a [a; b]^T (blocks a a^T
+    and a b^T, one product twice as wide as a block, which the BLAS runs faster than two) and
+    b b^T are computed, and b a^T = (a b^T)^T is mirrored. The result is exactly symmetric.
+    Where the BLAS accumulates an entry's dot product the same whatever rows are multiplied
+    together, it is bit for bit the single product; elsewhere it is within the products'
+    rounding (``tests/core/test_adts.py`` checks both)."""
     n = unit.shape[1]
     if n < SYMMETRIC_MIN_TOKENS:
         return torch.bmm(unit, unit.transpose(1, 2), out=out)
     h = n // 2
     a, b = unit[:, :h], unit[:, h:]
     if torch.compiler.is_compiling():  # dynamo takes no out= views: the same products, joined
-        ab = torch.bmm(a, b.transpose(1, 2))
-        return torch.cat([torch.cat([torch.bmm(a, a.transpose(1, 2)), ab], dim=2),
-                          torch.cat([ab.transpose(1, 2), torch.bmm(b, b.transpose(1, 2))],
-                                    dim=2)], dim=1)
-    torch.bmm(a, a.transpose(1, 2), out=out[:, :h, :h])
+        top = torch.bmm(a, unit.transpose(1, 2))
+        return torch.cat([top, torch.cat([top[:, :, h:].transpose(1, 2),
+                                          torch.bmm(b, b.transpose(1, 2))], dim=2)], dim=1)
+    torch.bmm(a, unit.transpose(1, 2), out=out[:, :h])
     torch.bmm(b, b.transpose(1, 2), out=out[:, h:, h:])
-    torch.bmm(a, b.transpose(1, 2), out=out[:, :h, h:])
     out[:, h:, :h] = out[:, :h, h:].transpose(1, 2)
     return out
 
