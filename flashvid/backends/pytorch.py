@@ -20,24 +20,50 @@ from ..workspace import Workspace
 from . import Edges, FrameStats, work_dtype
 
 SYMMETRIC_MIN_TOKENS = 64  # below this a frame's Gram is one product
-PAIR_CHUNK = 16  # adjacent-frame products per gather of eligible rows (bounds its memory)
-GATHER_BELOW = 94  # gather the eligible rows when they are at most this % of a frame's tokens
+COMPACT_BELOW = 94  # take only the eligible rows when they are at most this % of the tokens
 
 
-def _gathered_pairs(unit: torch.Tensor, position: torch.Tensor, runs: list[tuple[int, int]],
-                    sim: torch.Tensor, ws) -> None:
-    """sim[t-1] = rows(t) @ rows(t-1)^T for the frames t that continue a segment, where rows(f)
-    are the unit rows ``unit`` [F*N, D] at ``position`` [F, W] (frame f's eligible tokens),
-    gathered for at most PAIR_CHUNK + 1 frames at a time."""
-    width, dim = position.shape[1], unit.shape[1]
-    rows = ws.empty("tstm_rows", (PAIR_CHUNK + 1, width, dim), unit.dtype)
-    for s, length in runs:
-        for first in range(s, s + length - 1, PAIR_CHUNK):
-            last = min(first + PAIR_CHUNK, s + length - 1)  # pairs (t, t-1), first < t <= last
-            m = last - first + 1
-            torch.index_select(unit, 0, position[first : last + 1].reshape(-1),
-                               out=rows[:m].view(m * width, dim))
-            torch.bmm(rows[1:m], rows[: m - 1].transpose(1, 2), out=sim[first:last])
+def _fill_holes(unit: torch.Tensor, eligible: torch.Tensor, count: torch.Tensor, width: int,
+                ws: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make the first ``count[f]`` rows of every frame f of the unit rows ``unit`` [F, N, D]
+    (workspace memory, changed in place) its eligible tokens: each ineligible slot below the
+    count (a hole) receives the next eligible row from at or above it, in position order (at
+    most the ADTS picks of the frame move). Returns (order [F, width]: the position of the token
+    now in each slot, a permutation's first ``width`` entries; moved [F, width] bool: the slot
+    holds a moved row). Unmoved slots keep their position, and moved rows come after every
+    unmoved eligible position and in position order among themselves."""
+    frames, n, dim = unit.shape
+    slots = torch.arange(n, device=unit.device)
+    below = slots[None, :] < count[:, None]
+    holes = (~eligible & below).reshape(-1).nonzero()[:, 0]  # frame-major, ascending
+    sources = (eligible & ~below).reshape(-1).nonzero()[:, 0]  # as many per frame as holes
+    flat = unit.view(frames * n, dim)
+    rows = ws.empty("tstm_moved", (sources.numel(), dim), unit.dtype)
+    flat.index_copy_(0, holes, torch.index_select(flat, 0, sources, out=rows))
+    order = slots.repeat(frames)
+    order[holes], order[sources] = sources % n, holes % n
+    moved = torch.zeros(frames * n, dtype=torch.bool, device=unit.device)
+    moved[holes] = True
+    return order.view(frames, n)[:, :width], moved.view(frames, n)[:, :width]
+
+
+def _first_unmoved_ties(sim: torch.Tensor, best: torch.Tensor, arg: torch.Tensor,
+                        moved: torch.Tensor) -> torch.Tensor:
+    """``arg`` [P, W] (each row's first maximum of ``sim`` [P, W, W], in slot order) corrected
+    to the first maximum in position order: where it is a moved column (``moved`` [P, W] of
+    the previous frames) and an unmoved column ties with it, the first such column (a moved
+    row's position is above every unmoved one's). Only the rows whose maximum is a moved
+    column are looked at."""
+    hit = torch.gather(moved, 1, arg)
+    if not bool(hit.any()):
+        return arg
+    pair, row = hit.nonzero(as_tuple=True)
+    rows = sim[pair, row].masked_fill_(moved[pair], -torch.inf)
+    best2, arg2 = rows.max(dim=-1)
+    fix = best2 == best[pair, row]
+    arg = arg.clone()
+    arg[pair[fix], row[fix]] = arg2[fix]
+    return arg
 
 
 def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -194,8 +220,9 @@ class TorchBackend:
     def tstm_edges(self, x, stats, eligible, segments, ws) -> Edges:
         """Most similar eligible previous-frame token of every eligible token, from products of
         the unit rows of adjacent frames of a segment: on the CPU between the eligible rows
-        only (gathered into the workspace, frame by frame in position order, so ties still go
-        to the lowest index); elsewhere, and in static plans, between whole frames, masked."""
+        only (``_fill_holes`` moves them first in each frame, in place in the unit rows, which
+        this consumes; ties still go to the lowest position: ``_first_unmoved_ties``);
+        elsewhere, and in static plans, between whole frames, masked."""
         with torch.no_grad():
             frames, n, dim = x.shape
             wd = work_dtype(x.dtype)
@@ -211,22 +238,22 @@ class TorchBackend:
             width = n
             if runs is not None and x.device.type == "cpu" and not torch.compiler.is_compiling():
                 most = int(count.max())  # free on the CPU
-                width = most if most * 100 <= n * GATHER_BELOW else n  # the gather pays for itself
+                width = most if most * 100 <= n * COMPACT_BELOW else n  # the moves pay for themselves
             sim = ws.empty("tstm_pairs", (frames - 1, width, width), wd)  # [t-1: t x t-1]
-            if width < n:  # eligible rows first, ascending, then the others (ignored)
-                order = torch.argsort((~eligible).to(torch.int8), dim=1, stable=True)[:, :width]
+            unit = stats.unit
+            moved = None
+            if width < n:  # eligible rows first (in slots 0..count-1), the others ignored
+                order, moved = _fill_holes(unit, eligible, count, width, ws)
                 valid = torch.arange(width, device=x.device)[None, :] < count[:, None]
-                position = torch.arange(frames, device=x.device)[:, None] * n + order
-                _gathered_pairs(stats.unit.view(frames * n, dim), position, runs, sim, ws)
+                unit = unit[:, :width]
             else:
                 order = torch.arange(n, device=x.device).expand(frames, n)
                 valid = eligible
-                unit = stats.unit
-                if runs is None:  # a static plan: every adjacent pair (starts masked below)
-                    torch.bmm(unit[1:], unit[:-1].transpose(1, 2), out=sim)
-                for s, length in runs or []:
-                    torch.bmm(unit[s + 1 : s + length], unit[s : s + length - 1].transpose(1, 2),
-                              out=sim[s : s + length - 1])
+            if runs is None:  # a static plan: every adjacent pair (starts masked below)
+                torch.bmm(unit[1:], unit[:-1].transpose(1, 2), out=sim)
+            for s, length in runs or []:
+                torch.bmm(unit[s + 1 : s + length], unit[s : s + length - 1].transpose(1, 2),
+                          out=sim[s : s + length - 1])
             if runs is None:
                 linked = ~segments.start[1:]
             else:
@@ -239,6 +266,8 @@ class TorchBackend:
                     sim[idle] = -1.0
             sim.masked_fill_(~valid[:-1, None, :], -1.0)  # columns: eligible in frame t-1
             best, arg = sim.max(dim=-1)  # [F-1, W]
+            if moved is not None:
+                arg = _first_unmoved_ties(sim, best, arg, moved[:-1])
             ok = valid[1:] & linked[:, None]
             link = ok & (best > -1.0)
             prev = torch.gather(order[:-1], 1, arg)  # position in frame t-1

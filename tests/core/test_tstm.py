@@ -119,17 +119,52 @@ def test_stage_equals_reference(backend, merge):
     assert torch.equal(got.parent[merged], parent[merged])
 
 
+def test_torch_edges_moved_row_tie_goes_to_the_lower_position():
+    """A moved row placed before an unmoved one with the same similarity: the parent is the
+    lower position, as in the reference. Frame layout: slot 0 is an ADTS token (a hole), the
+    eligible token at position 7 moves into it, and position 7 duplicates position 2; token 1
+    of every frame equals token 2 of the previous one, so its best similarity (1) ties at 2 and
+    7."""
+    import flashvid.backends.pytorch as torch_backend
+
+    frames, n = 4, 8
+    x, _ = random_video(frames, n, 4, seed=2)
+    x[:, 7] = x[:, 2]
+    for t in range(1, frames):
+        x[t, 1] = x[t - 1, 2]
+    eligible = torch.tensor([[False, True, True, True, False, False, False, True]] * frames,
+                            device=x.device)
+    seg = dyseg.from_lengths([frames], x.device)
+    fast = get_backend("torch")
+    with Workspace(x.device) as ws:
+        stats = fast.token_norms(x, ws, unit=True)
+        order, moved = torch_backend._fill_holes(stats.unit.clone(), eligible,
+                                                 eligible.sum(dim=1), 4, Workspace(x.device))
+        edges = fast.tstm_edges(x, stats, eligible, seg, ws)
+    assert order[0].tolist() == [7, 1, 2, 3] and moved[0].tolist() == [True] + [False] * 3
+    maxsim, parent = reference.tstm_edges(x, eligible)
+    assert torch.equal(edges.maxsim, maxsim)
+    assert edges.parent[1:, 1].tolist() == [2] * (frames - 1) == parent[1:, 1].tolist()
+    linked = maxsim > -1.0
+    assert torch.equal(edges.parent[linked], parent[linked])
+
+
 @pytest.mark.parametrize("layout", ["long", "uneven", "full"])
 def test_torch_edges_between_eligible_rows_equal_reference(layout, monkeypatch):
-    """The torch backend multiplies only the eligible rows of adjacent frames (gathered a
-    chunk of frames at a time). Segments longer than a chunk, frames with different eligible
-    counts (ADTS repeats, quirk Q2) and frames with every token eligible (no gather) give the
-    reference's similarities and parents exactly, ties included."""
+    """The torch backend multiplies only the eligible rows of adjacent frames, after moving
+    the eligible rows at or above a frame's eligible count into the ineligible slots below it.
+    Long segments, frames with different eligible counts (ADTS repeats, quirk Q2) and frames
+    with every token eligible (nothing moved) give the reference's similarities and parents
+    exactly, ties included: identical tokens at a low and at high positions make a moved row
+    tie with an unmoved one (the lower position must win) and two moved rows tie."""
     import flashvid.backends.pytorch as torch_backend
 
     frames, n = {"long": (41, 49), "uneven": (23, 30), "full": (9, 30)}[layout]
     x, _ = random_video(frames, n, 8, seed=frames)
-    x[:, 5] = x[:, 3]  # exact ties: two identical tokens in every frame
+    x[:, 5] = x[:, 3]  # exact ties: identical tokens in every frame
+    x[:, n - 1] = x[:, 3]
+    x[:, n - 2] = x[:, 3]
+    x[:, n - 3] = x[:, n - 4]
     gen = torch.Generator().manual_seed(frames)
     keep = {"long": torch.full((frames, 1), 0.7),
             "uneven": 0.3 + 0.25 * (torch.arange(frames) % 3)[:, None],
@@ -139,13 +174,12 @@ def test_torch_edges_between_eligible_rows_equal_reference(layout, monkeypatch):
     seg = dyseg.from_lengths(lengths, x.device)
     fast = get_backend("torch")
     calls = []
-    real = torch_backend._gathered_pairs
-    monkeypatch.setattr(torch_backend, "_gathered_pairs",
-                        lambda *args: calls.append(1) or real(*args))
+    real = torch_backend._fill_holes
+    monkeypatch.setattr(torch_backend, "_fill_holes", lambda *args: calls.append(1) or real(*args))
     with Workspace(x.device) as ws:
         stats = fast.token_norms(x, ws, unit=True)
         edges = fast.tstm_edges(x, stats, eligible, seg, ws)
-    assert bool(calls) == (layout != "full")  # the gathered path ran where it pays
+    assert bool(calls) == (layout != "full")  # only the eligible rows where it pays
     for start, end in reference.spans(lengths):
         maxsim, parent = reference.tstm_edges(x[start:end], eligible[start:end])
         assert torch.equal(edges.maxsim[start:end], maxsim)
