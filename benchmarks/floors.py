@@ -1,12 +1,13 @@
 """Floors: the least time each stage could take on this device, measured in the same run.
 
-* CPU: the batched matrix products a stage cannot avoid, timed on contiguous operands prepared
-  outside the timed region: each frame's Gram from its distinct blocks (``adts``: a Gram is
-  symmetric), each within-segment adjacent pair's similarity between the tokens TSTM may link
-  (``tstm``: ADTS tokens left out), each DPC frame's distance product at its exact size, frames
-  grouped by size (``dpc``: the inner products alone, so stricter than any distance routine;
-  torch.cdist itself is slower than our DPC); one read of the features for ``trees`` (it has no
-  product); the sum of the three products for ``compress``.
+* CPU: the batched matrix products a stage cannot avoid, timed on contiguous operands and
+  output buffers prepared outside the timed region, batched as ``products`` batches them
+  (whole multiples of the thread count): each frame's Gram from its distinct blocks (``adts``:
+  a Gram is symmetric), each within-segment adjacent pair's similarity between the tokens TSTM
+  may link (``tstm``: ADTS tokens left out), each DPC frame's distance product at its exact
+  size, frames grouped by size (``dpc``: the inner products alone, so stricter than any
+  distance routine; torch.cdist itself is slower than our DPC); one read of the features for
+  ``trees`` (it has no product); the sum of the three products for ``compress``.
 * GPU: max(bytes / bandwidth, FLOPs / matmul rate), with the copy bandwidth and the matmul rate
   of the input dtype measured on the device (TF32 off for float32).
 """
@@ -19,6 +20,7 @@ import torch
 
 from flashvid.backends import work_dtype
 from flashvid.reference import spans
+from flashvid.stages.util import products
 
 from .stages import Prepared
 
@@ -72,16 +74,22 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
         row += c
     dpc_ops = [torch.stack(v) for v in groups.values()]
 
+    frames = xh.shape[0]
+    gram_out = torch.empty(frames, n, n, dtype=wd)
+    pair_out = torch.empty(len(cur), width, width, dtype=wd)
+    dpc_out = [torch.empty(z.shape[0], z.shape[1], z.shape[1], dtype=wd) for z in dpc_ops]
+
     def gram():
         if n < 64:
-            return torch.bmm(xh, xh.transpose(1, 2))
-        return torch.bmm(top, xt), torch.bmm(bottom, bottom.transpose(1, 2))
+            return products(xh, xh.transpose(1, 2), gram_out)
+        return (products(top, xt, gram_out[:, :half]),
+                products(bottom, bottom.transpose(1, 2), gram_out[:, half:, half:]))
 
     def pairs():
-        return torch.bmm(a_pairs, b_pairs.transpose(1, 2)) if cur else None
+        return products(a_pairs, b_pairs.transpose(1, 2), pair_out) if cur else None
 
     def dpc():
-        return [torch.bmm(z, z.transpose(1, 2)) for z in dpc_ops]
+        return [products(z, z.transpose(1, 2), out) for z, out in zip(dpc_ops, dpc_out)]
 
     def compress():
         gram()

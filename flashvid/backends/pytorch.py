@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..stages.util import products
 from ..workspace import Workspace
 from . import Edges, FrameStats, work_dtype
 
@@ -83,8 +84,8 @@ def symmetric_gram(unit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         top = torch.bmm(a, unit.transpose(1, 2))
         return torch.cat([top, torch.cat([top[:, :, h:].transpose(1, 2),
                                           torch.bmm(b, b.transpose(1, 2))], dim=2)], dim=1)
-    torch.bmm(a, unit.transpose(1, 2), out=out[:, :h])
-    torch.bmm(b, b.transpose(1, 2), out=out[:, h:, h:])
+    products(a, unit.transpose(1, 2), out[:, :h])
+    products(b, b.transpose(1, 2), out[:, h:, h:])
     out[:, h:, :h] = out[:, :h, h:].transpose(1, 2)
     return out
 
@@ -250,10 +251,10 @@ class TorchBackend:
                 order = torch.arange(n, device=x.device).expand(frames, n)
                 valid = eligible
             if runs is None:  # a static plan: every adjacent pair (starts masked below)
-                torch.bmm(unit[1:], unit[:-1].transpose(1, 2), out=sim)
+                products(unit[1:], unit[:-1].transpose(1, 2), sim)
             for s, length in runs or []:
-                torch.bmm(unit[s + 1 : s + length], unit[s : s + length - 1].transpose(1, 2),
-                          out=sim[s : s + length - 1])
+                products(unit[s + 1 : s + length], unit[s : s + length - 1].transpose(1, 2),
+                         sim[s : s + length - 1])
             if runs is None:
                 linked = ~segments.start[1:]
             else:

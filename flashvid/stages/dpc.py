@@ -24,7 +24,7 @@ import torch
 from ..types import KIND_CLUSTER, KIND_ROOT
 from ..workspace import Workspace
 from .dyseg import Segments
-from .util import compact, to_device
+from .util import compact, products, to_device
 
 CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
 
@@ -242,8 +242,8 @@ def _cluster(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.Te
     device, dim = values.device, values.shape[1]
     pos = torch.arange(width, device=device)
     valid = pos[None, :] < count[:, None]  # [G, P]
-    dist = _distances(values, sq_norms, rows, count, wide, ws, name) / math.sqrt(dim)
-    dist = dist.masked_fill(~valid[:, None, :], math.inf)
+    dist = _distances(values, sq_norms, rows, count, wide, ws, name)  # fresh or workspace
+    dist = dist.div_(math.sqrt(dim)).masked_fill_(~valid[:, None, :], math.inf)
 
     # density: exp(-mean of the k' smallest squared distances), frames grouped by k'
     knn_t = torch.minimum(clusters, torch.full_like(clusters, knn)).clamp_min(1)
@@ -318,4 +318,5 @@ def distances(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.T
     torch.mul(rhs[..., :dim], -2, out=lhs[..., :dim])
     lhs[..., dim], lhs[..., dim + 1] = norms, 1.0
     rhs[..., dim], rhs[..., dim + 1] = 1.0, norms
-    return torch.bmm(lhs, rhs.transpose(1, 2)).clamp_min_(0).sqrt_()
+    dist = ws.empty(f"{name}_dist", (g, width, width), values.dtype)
+    return products(lhs, rhs.transpose(1, 2), dist).clamp_min_(0).sqrt_()

@@ -10,6 +10,27 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(p=2, dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
+def products(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm(a, b, out=out)`` with the batch split so that every CPU thread gets as many
+    matrices. The CPU bmm hands each thread whole matrices, so a batch of G on T threads with
+    G % T != 0 leaves threads idle while the last ones finish (27 against 20 ms per matrix for
+    3 x 934 x 3584 on two threads); the largest multiple of T goes in one call and each
+    remaining matrix alone (a single matrix is split across the threads). Every entry is one
+    BLAS product of the same operands either way. Elsewhere, and while compiling, one bmm."""
+    g = a.shape[0]
+    if g <= 1 or a.device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.bmm(a, b, out=out)
+    threads = torch.get_num_threads()
+    if threads <= 1 or g % threads == 0:
+        return torch.bmm(a, b, out=out)
+    even = g - g % threads
+    if even:
+        torch.bmm(a[:even], b[:even], out=out[:even])
+    for i in range(even, g):
+        torch.bmm(a[i : i + 1], b[i : i + 1], out=out[i : i + 1])
+    return out
+
+
 def count_into(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
     """[size] how often each value occurs in ``index`` (a bincount that does not synchronise)."""
     ones = torch.ones(index.shape, dtype=dtype, device=index.device)

@@ -172,3 +172,30 @@ def test_inputs_that_require_grad(backend):
     grad = x.grad.reshape(-1, 16)
     represented = out.source.reshape(-1) >= 0
     assert bool((grad[represented].abs().sum(-1) > 0).all())  # every represented token counts
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 7])
+def test_products_split_batches_equal_the_product(threads, batch):
+    """``products`` (bmm with the batch split into whole multiples of the thread count and
+    single matrices) writes every matrix of the batch, each within float32 rounding of the
+    float64 product, transposed operands included; one matrix alone is bit for bit bmm's."""
+    from flashvid.stages.util import products
+
+    gen = torch.Generator().manual_seed(batch)
+    a = torch.randn(batch, 33, 70, generator=gen)
+    b = torch.randn(batch, 41, 70, generator=gen).transpose(1, 2)
+    out = torch.full((batch, 33, 41), float("nan"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = products(a, b, out)
+        alone = [torch.bmm(a[i : i + 1], b[i : i + 1])[0] for i in range(batch)]
+    finally:
+        torch.set_num_threads(before)
+    assert got.data_ptr() == out.data_ptr()
+    want = torch.bmm(a.double(), b.double())
+    assert torch.allclose(out.double(), want, rtol=0, atol=1e-4)
+    whole = batch - batch % threads if batch > 1 else 0  # matrices multiplied in one call
+    for i in range(whole, batch):  # the rest: each alone, as bmm computes it alone
+        assert torch.equal(out[i], alone[i])
