@@ -27,6 +27,7 @@ from .dyseg import Segments
 from .util import compact, products, to_device
 
 CDIST_MM_ROWS = 25  # torch.cdist uses its matmul path above this many rows
+SQUARE_ROWS = 128  # rows squared at a time for |z|^2 (the squares stay in the cache)
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,8 @@ def dpc(values: torch.Tensor, targets: torch.Tensor, counts: list[int],
         if k > 0 and not kp:
             groups.setdefault(_bucket(c), []).append(t)
     sq_norms = None
-    if any(b > 0 for b in groups):  # |z|^2 as torch.cdist computes it
-        squares = ws.empty("dpc_squares", tuple(values.shape), values.dtype)
-        sq_norms = torch.pow(values, 2, out=squares).sum(dim=-1)
+    if any(b > 0 for b in groups):
+        sq_norms = square_norms(values, ws, "dpc")
     for bucket, frames in groups.items():
         width = max(counts[t] for t in frames)
         width = max(width, CDIST_MM_ROWS + 1) if bucket > 0 else width
@@ -283,8 +283,7 @@ def _distances(values, sq_norms, rows, count, wide, ws, name) -> torch.Tensor:
     if wide is False or width <= CDIST_MM_ROWS:
         return distances(values, None, rows, ws, name)
     if sq_norms is None:
-        squares = ws.empty(f"{name}_squares", tuple(values.shape), values.dtype)
-        sq_norms = torch.pow(values, 2, out=squares).sum(dim=-1)
+        sq_norms = square_norms(values, ws, name)
     mm = distances(values, sq_norms, rows, ws, name)
     if wide:
         return mm
@@ -292,6 +291,22 @@ def _distances(values, sq_norms, rows, count, wide, ws, name) -> torch.Tensor:
     direct = distances(values, None, rows[:, :short], ws, f"{name}_direct")
     direct = torch.nn.functional.pad(direct, (0, width - short, 0, width - short))
     return torch.where((count <= CDIST_MM_ROWS)[:, None, None], direct, mm)
+
+
+def square_norms(values: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:
+    """[C] |z|^2 of every row of ``values`` [C, D] as torch.cdist computes it (z.pow(2) summed
+    over the row), SQUARE_ROWS rows at a time so that the squares are summed from the cache
+    (each row's sum is the same whatever rows are squared with it)."""
+    if torch.compiler.is_compiling():
+        return values.pow(2).sum(dim=-1)
+    rows, dim = values.shape
+    out = torch.empty(rows, dtype=values.dtype, device=values.device)
+    squares = ws.empty(f"{name}_squares", (min(rows, SQUARE_ROWS), dim), values.dtype)
+    for first in range(0, rows, SQUARE_ROWS):
+        last = min(first + SQUARE_ROWS, rows)
+        part = torch.pow(values[first:last], 2, out=squares[: last - first])
+        torch.sum(part, dim=-1, out=out[first:last])
+    return out
 
 
 def distances(values: torch.Tensor, sq_norms: torch.Tensor | None, rows: torch.Tensor,
