@@ -130,22 +130,26 @@ def dpc(values: torch.Tensor, targets: torch.Tensor, counts: list[int],
     row = torch.full((total,), -1, dtype=torch.long, device=device)
     centres = torch.empty(merged, dtype=torch.long, device=device)
     kinds = torch.full((merged,), KIND_CLUSTER, dtype=torch.long, device=device)
-    if any(keep) and total:
-        kept_rows = sum(c for c, kp in zip(counts, keep) if kp)
-        keep_frame, count_t, shift = to_device(
-            [[int(kp) for kp in keep], counts,
+    # frames whose candidates each get a row of their own: kept as they are (roots), or
+    # clustered into as many clusters as candidates (every candidate is a centre, and a centre
+    # is assigned to itself: no distances needed; the rows are sorted by position later)
+    own = [kp or 0 < c == k for c, k, kp in zip(counts, clusters, keep)]
+    if any(own) and total:
+        own_rows = sum(c for c, o in zip(counts, own) if o)
+        own_frame, kept, count_t, shift = to_device(
+            [[int(o) for o in own], [int(kp) for kp in keep], counts,
              [r - c for r, c in zip(row_start[:-1], cand_start[:-1])]], device)
-        candidate = compact(keep_frame.bool().repeat_interleave(count_t, output_size=total),
-                            kept_rows)
+        candidate = compact(own_frame.bool().repeat_interleave(count_t, output_size=total),
+                            own_rows)
         frame_of = torch.repeat_interleave(torch.arange(len(counts), device=device), count_t,
                                            output_size=total)[candidate]
         slot = candidate + shift[frame_of]
         row[candidate] = slot
         centres[slot] = targets[candidate]
-        kinds[slot] = KIND_ROOT
+        kinds[slot] = torch.where(kept[frame_of].bool(), KIND_ROOT, KIND_CLUSTER)
     groups: dict[int, list[int]] = {}  # frames of similar sizes, batched together
-    for t, (c, k, kp) in enumerate(zip(counts, clusters, keep)):
-        if k > 0 and not kp:
+    for t, (c, k, o) in enumerate(zip(counts, clusters, own)):
+        if k > 0 and not o:
             groups.setdefault(_bucket(c), []).append(t)
     sq_norms = None
     if any(b > 0 for b in groups):
