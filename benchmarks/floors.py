@@ -51,8 +51,9 @@ def stage_work(p: Prepared) -> dict[str, tuple[float, float]]:
 def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     """The unavoidable products of each stage, as callables on prepared contiguous operands:
     each frame's Gram from its distinct blocks (the first half-rows against all rows in one
-    product, and the second diagonal half: a Gram is symmetric), each within-segment adjacent pair's similarity between the
-    tokens TSTM may link (ADTS tokens left out), each DPC frame's product at its exact size."""
+    product, and the second diagonal half: a Gram is symmetric), each within-segment adjacent
+    pair's similarity between the tokens TSTM may link (ADTS tokens left out), each DPC frame's
+    product at its exact size, batched as the torch backend batches them."""
     wd = work_dtype(p.x.dtype)
     xw = p.x.to(wd)
     xh = xw / xw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(wd).tiny)

@@ -239,7 +239,7 @@ class TorchBackend:
             width = n
             if runs is not None and x.device.type == "cpu" and not torch.compiler.is_compiling():
                 most = int(count.max())  # free on the CPU
-                width = most if most * 100 <= n * COMPACT_BELOW else n  # the moves pay for themselves
+                width = most if most * 100 <= n * COMPACT_BELOW else n  # the moves pay off
             sim = ws.empty("tstm_pairs", (frames - 1, width, width), wd)  # [t-1: t x t-1]
             unit = stats.unit
             moved = None

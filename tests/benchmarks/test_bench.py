@@ -89,3 +89,28 @@ def test_product_flops_counts_each_matrix_product_once():
     assert product_flops(lambda: a[0] @ b[0].T) == want / 3
     assert product_flops(lambda: torch.addmm(torch.zeros(40, 30), a[0], b[0].T)) == want / 3
     assert product_flops(lambda: (a * 2).sum()) == 0
+
+
+def test_breakdown_times_every_stage_inside_calls_and_restores_them(tmp_path, capsys):
+    """``python -m benchmarks.breakdown`` on a tiny clip: every stage is timed inside the calls
+    (their sum is within the call), the floors are reported, and the stage functions are the
+    original ones again afterwards."""
+    import json
+
+    import flashvid.pipeline as pipeline
+    from benchmarks import breakdown
+
+    before = (pipeline.adts, pipeline.trees, pipeline.assemble)
+    out = tmp_path / "breakdown.json"
+    assert breakdown.main(["--shape", "6x64x16", "--repeats", "2", "--threads", "1",
+                           "--json", str(out)]) == 0
+    assert (pipeline.adts, pipeline.trees, pipeline.assemble) == before
+    written = json.loads(out.read_text())
+    assert {"device", "torch", "git", "command"} <= set(written["meta"])
+    (result,) = written["results"]
+    stages = result["stages_ms"]
+    assert set(stages) == {label for _, _, label in breakdown.TIMED}
+    assert all(ms > 0 for ms in stages.values())
+    assert sum(stages.values()) <= result["call_ms"]
+    assert set(result["floor_ms"]) == {"Gram, event term", "TSTM", "DPC-kNN"}
+    assert "6x64x16 (llava_onevision, 1 threads)" in capsys.readouterr().out

@@ -107,10 +107,11 @@ def test_batched_stage_equals_reference(case):
     for c, k, result in zip(counts, clusters, want):
         if k:
             assign, centres = result
-            want_rows = {int(targets[row + centres[j]]): (targets[row:row + c][assign == j]).tolist()
+            frame = targets[row : row + c]
+            want_rows = {int(targets[row + centres[j]]): frame[assign == j].tolist()
                          for j in range(k)}
-            got_rows = {int(got.centres[r]): targets[row:row + c][got.row[row:row + c] == r]
-                        .tolist() for r in range(cluster, cluster + k)}
+            got_rows = {int(got.centres[r]): frame[got.row[row : row + c] == r].tolist()
+                        for r in range(cluster, cluster + k)}
             assert got_rows == want_rows
             if k < c:  # clustered: the rows in the reference's (descending score) order
                 assert torch.equal(got.centres[cluster : cluster + k], targets[row + centres])
