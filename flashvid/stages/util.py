@@ -15,8 +15,10 @@ def products(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     matrices. The CPU bmm hands each thread whole matrices, so a batch of G on T threads with
     G % T != 0 leaves threads idle while the last ones finish (27 against 20 ms per matrix for
     3 x 934 x 3584 on two threads); the largest multiple of T goes in one call and each
-    remaining matrix alone (a single matrix is split across the threads). Every entry is one
-    BLAS product of the same operands either way. Elsewhere, and while compiling, one bmm."""
+    remaining matrix alone (a single matrix is split across the threads). Every entry is the
+    same dot product either way; a BLAS whose rounding depends on the batch (MKL on an Intel
+    AVX-512 Xeon, by a unit in the last place) rounds a matrix multiplied alone as it does a
+    batch of one. Elsewhere, and while compiling, one bmm."""
     g = a.shape[0]
     if g <= 1 or a.device.type != "cpu" or torch.compiler.is_compiling():
         return torch.bmm(a, b, out=out)
