@@ -22,40 +22,28 @@ import sys
 import time
 from collections.abc import Iterator
 
-# (module path, attribute, label): the pipeline's stages in call order
+from flashvid import pipeline
+from flashvid.backends.pytorch import TorchBackend
+
+# (owner, attribute, label): the pipeline's stages in call order, where the pipeline looks
+# them up (its stage modules' functions, its own imported names, the torch backend's methods)
 TIMED = [
-    ("flashvid.pipeline.dyseg", "frame_means", "frame means"),
-    ("flashvid.backends.pytorch.TorchBackend", "token_norms", "norms, unit rows"),
-    ("flashvid.backends.pytorch.TorchBackend", "frame_stats", "Gram, event term"),
-    ("flashvid.pipeline", "adts", "ADTS selection"),
-    ("flashvid.pipeline.tstm_stage", "tstm", "TSTM"),
-    ("flashvid.pipeline", "trees", "trees"),
-    ("flashvid.pipeline.dpc_stage", "dpc", "DPC-kNN"),
-    ("flashvid.pipeline", "assemble", "assemble"),
+    (pipeline.dyseg, "frame_means", "frame means"),
+    (TorchBackend, "token_norms", "norms, unit rows"),
+    (TorchBackend, "frame_stats", "Gram, event term"),
+    (pipeline, "adts", "ADTS selection"),
+    (pipeline.tstm_stage, "tstm", "TSTM"),
+    (pipeline, "trees", "trees"),
+    (pipeline.dpc_stage, "dpc", "DPC-kNN"),
+    (pipeline, "assemble", "assemble"),
 ]
-
-
-def _owner(path: str):
-    import importlib
-
-    parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ImportError(path)
 
 
 @contextlib.contextmanager
 def timed_stages(acc: dict[str, float]) -> Iterator[None]:
     """Wrap every stage of TIMED with a timer adding its seconds to ``acc[label]``."""
     saved = []
-    for path, attr, label in TIMED:
-        owner = _owner(path)
+    for owner, attr, label in TIMED:
         original = getattr(owner, attr)
 
         def wrapper(*args, _f=original, _label=label, **kwargs):
@@ -147,12 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from benchmarks.bench import _cpu_name, _git_revision
 
+        given = sys.argv[1:] if argv is None else argv
         meta = {"time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "device": _cpu_name(), "threads": args.threads, "torch": torch.__version__,
                 "python": platform.python_version(), "git": _git_revision(),
-                "command": "python -m benchmarks.breakdown " + " ".join(sys.argv[1:]
-                                                                         if argv is None
-                                                                         else argv)}
+                "command": "python -m benchmarks.breakdown " + " ".join(given)}
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results}, fh, indent=1)
     return 0

@@ -20,7 +20,7 @@ import torch
 
 from flashvid.backends import work_dtype
 from flashvid.reference import spans
-from flashvid.stages.util import products
+from flashvid.stages.util import products, unit_rows
 
 from .stages import Prepared
 
@@ -56,7 +56,7 @@ def cpu_floor_fns(p: Prepared) -> dict[str, Callable[[], object]]:
     product at its exact size, batched as the torch backend batches them."""
     wd = work_dtype(p.x.dtype)
     xw = p.x.to(wd)
-    xh = xw / xw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(wd).tiny)
+    xh = unit_rows(xw)
     n = xh.shape[1]
     half = n // 2
     top, bottom = xh[:, :half].contiguous(), xh[:, half:].contiguous()
