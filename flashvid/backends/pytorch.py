@@ -207,13 +207,16 @@ class TorchBackend:
                 first = torch.zeros(frames, dtype=torch.long, device=x.device)
             picks = [first]
             running = calibrated(gram[rows, first])  # [F, N] min over picked rows
-            chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
-            chosen[rows, first] = True
+            chosen = None  # the picks so far, where they are excluded from the next ones
+            if exclude:
+                chosen = torch.zeros(frames, n, dtype=torch.bool, device=x.device)
+                chosen[rows, first] = True
             for _ in range(k - 1):
-                score = running.masked_fill(chosen, fill) if exclude else running
+                score = running if chosen is None else running.masked_fill(chosen, fill)
                 j = score.argmax(dim=-1)
                 picks.append(j)
-                chosen[rows, j] = True
+                if chosen is not None:
+                    chosen[rows, j] = True
                 running = torch.minimum(running, calibrated(gram[rows, j]))
             return torch.stack(picks, dim=1).sort(dim=1).values
 
